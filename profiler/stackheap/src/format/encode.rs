@@ -1,0 +1,264 @@
+//! Record encoders. The thread-stream encoders run on the allocator hot path: they
+//! write into caller-provided slices and never allocate.
+
+use super::varint::SliceWriter;
+use super::{kind, Counters, Module};
+
+/// Largest number of frames a stack record carries.
+pub const MAX_FRAMES: usize = 128;
+/// Upper bound of an encoded event record (Alloc/Free/Realloc/AllocFailed).
+pub const MAX_EVENT_RECORD: usize = 2 + 1 + 7 * 10;
+/// Upper bound of an encoded StackDef record.
+pub const MAX_STACK_RECORD: usize = 4 + 2 * 10 + MAX_FRAMES * 10;
+
+/// Write `kind | body_len | body` where `body` is produced by `f` into a scratch array of
+/// `N` bytes.
+#[inline]
+fn framed<const N: usize>(out: &mut SliceWriter<'_>, k: u8, f: impl FnOnce(&mut SliceWriter<'_>)) {
+    let mut scratch = [0u8; N];
+    let mut body = SliceWriter::new(&mut scratch);
+    f(&mut body);
+    out.u8(k);
+    out.uvar(body.len() as u64);
+    out.bytes(body.as_slice());
+}
+
+/// Delta state of one thread stream, shared by writer and reader.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StreamState {
+    /// Seq of the previous event.
+    pub seq: u64,
+    /// Address of the previous event (new address for a realloc).
+    pub addr: u64,
+}
+
+impl StreamState {
+    #[inline]
+    fn dseq(&mut self, seq: u64) -> u64 {
+        let d = seq.wrapping_sub(self.seq);
+        self.seq = seq;
+        d
+    }
+
+    #[inline]
+    fn daddr(&mut self, addr: u64) -> i64 {
+        let d = addr.wrapping_sub(self.addr) as i64;
+        self.addr = addr;
+        d
+    }
+
+    /// Encode an Alloc record.
+    #[inline]
+    pub fn alloc(
+        &mut self,
+        out: &mut SliceWriter<'_>,
+        seq: u64,
+        addr: u64,
+        size: u64,
+        stack: u64,
+        depth: u64,
+    ) {
+        let ds = self.dseq(seq);
+        let da = self.daddr(addr);
+        framed::<64>(out, kind::ALLOC, |b| {
+            b.uvar(ds);
+            b.svar(da);
+            b.uvar(size);
+            b.uvar(stack);
+            b.uvar(depth);
+        });
+    }
+
+    /// Encode a Free record.
+    #[inline]
+    pub fn free(&mut self, out: &mut SliceWriter<'_>, seq: u64, addr: u64) {
+        let ds = self.dseq(seq);
+        let da = self.daddr(addr);
+        framed::<32>(out, kind::FREE, |b| {
+            b.uvar(ds);
+            b.svar(da);
+        });
+    }
+
+    /// Encode a Realloc record.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn realloc(
+        &mut self,
+        out: &mut SliceWriter<'_>,
+        seq: u64,
+        old_addr: u64,
+        old_size: u64,
+        new_addr: u64,
+        new_size: u64,
+        stack: u64,
+        depth: u64,
+    ) {
+        let ds = self.dseq(seq);
+        let dold = self.daddr(old_addr);
+        let dnew = self.daddr(new_addr);
+        framed::<80>(out, kind::REALLOC, |b| {
+            b.uvar(ds);
+            b.svar(dold);
+            b.svar(dnew);
+            b.uvar(old_size);
+            b.uvar(new_size);
+            b.uvar(stack);
+            b.uvar(depth);
+        });
+    }
+
+    /// Encode an AllocFailed record.
+    #[inline]
+    pub fn alloc_failed(
+        &mut self,
+        out: &mut SliceWriter<'_>,
+        seq: u64,
+        size: u64,
+        stack: u64,
+        depth: u64,
+    ) {
+        let ds = self.dseq(seq);
+        framed::<48>(out, kind::ALLOC_FAILED, |b| {
+            b.uvar(ds);
+            b.uvar(size);
+            b.uvar(stack);
+            b.uvar(depth);
+        });
+    }
+}
+
+/// Encode a StackDef record (frames innermost first, at most [`MAX_FRAMES`]).
+#[inline]
+pub fn stack_def(out: &mut SliceWriter<'_>, id: u64, frames: &[u64]) {
+    let frames = &frames[..frames.len().min(MAX_FRAMES)];
+    framed::<MAX_STACK_RECORD>(out, kind::STACK_DEF, |b| {
+        b.uvar(id);
+        b.uvar(frames.len() as u64);
+        let mut prev = 0u64;
+        for (i, &f) in frames.iter().enumerate() {
+            if i == 0 {
+                b.uvar(f);
+            } else {
+                b.svar(f.wrapping_sub(prev) as i64);
+            }
+            prev = f;
+        }
+    });
+}
+
+/// Encode a ThreadStart record. `name` is cut to 64 bytes.
+pub fn thread_start(
+    out: &mut SliceWriter<'_>,
+    os_tid: u32,
+    name: &[u8],
+    stack_top: u64,
+    stack_size: u64,
+    time_ns: u64,
+) {
+    let name = &name[..name.len().min(64)];
+    framed::<128>(out, kind::THREAD_START, |b| {
+        b.uvar(os_tid as u64);
+        b.str(name);
+        b.uvar(stack_top);
+        b.uvar(stack_size);
+        b.uvar(time_ns);
+    });
+}
+
+/// Encode a ThreadEnd record.
+pub fn thread_end(out: &mut SliceWriter<'_>, time_ns: u64) {
+    framed::<16>(out, kind::THREAD_END, |b| b.uvar(time_ns));
+}
+
+/// Encoders for the recorder's own (source 0) records; these may allocate.
+pub mod global {
+    use super::*;
+
+    fn push(out: &mut Vec<u8>, k: u8, body: &[u8]) {
+        let mut hdr = [0u8; 11];
+        let mut w = SliceWriter::new(&mut hdr);
+        w.u8(k);
+        w.uvar(body.len() as u64);
+        out.extend_from_slice(w.as_slice());
+        out.extend_from_slice(body);
+    }
+
+    fn body(cap: usize, f: impl FnOnce(&mut SliceWriter<'_>)) -> Vec<u8> {
+        let mut v = vec![0u8; cap];
+        let mut w = SliceWriter::new(&mut v);
+        f(&mut w);
+        let n = w.len();
+        v.truncate(n);
+        v
+    }
+
+    /// Append a Module record.
+    pub fn module(out: &mut Vec<u8>, m: &Module) {
+        let cap = 64 + m.path.len() + m.build_id.len() + m.segments.len() * 20;
+        let b = body(cap, |w| {
+            w.str(m.path.as_bytes());
+            w.uvar(m.bias);
+            w.uvar(m.segments.len() as u64);
+            for &(v, l) in &m.segments {
+                w.uvar(v);
+                w.uvar(l);
+            }
+            w.str(&m.build_id);
+        });
+        push(out, kind::MODULE, &b);
+    }
+
+    /// Append a Round record.
+    pub fn round(out: &mut Vec<u8>, time_ns: u64, seq: u64, watermark: u64) {
+        let b = body(32, |w| {
+            w.uvar(time_ns);
+            w.uvar(seq);
+            w.uvar(watermark);
+        });
+        push(out, kind::ROUND, &b);
+    }
+
+    /// Append an Rss record.
+    pub fn rss(out: &mut Vec<u8>, time_ns: u64, rss_bytes: u64) {
+        let b = body(24, |w| {
+            w.uvar(time_ns);
+            w.uvar(rss_bytes);
+        });
+        push(out, kind::RSS, &b);
+    }
+
+    fn counters_body(w: &mut SliceWriter<'_>, c: &Counters) {
+        w.uvar(c.time_ns);
+        w.uvar(c.total_allocs);
+        w.uvar(c.total_frees);
+        w.uvar(c.total_bytes);
+        w.svar(c.live_bytes);
+        w.svar(c.live_blocks);
+        w.uvar(c.peak_bytes);
+        w.uvar(c.peak_blocks);
+        w.uvar(c.peak_time_ns);
+        w.uvar(c.failed_allocs);
+    }
+
+    /// Append a Counters record.
+    pub fn counters(out: &mut Vec<u8>, c: &Counters) {
+        let b = body(128, |w| counters_body(w, c));
+        push(out, kind::COUNTERS, &b);
+    }
+
+    /// Append a Lost record.
+    pub fn lost(out: &mut Vec<u8>, count: u64) {
+        let b = body(12, |w| w.uvar(count));
+        push(out, kind::LOST, &b);
+    }
+
+    /// Append the Trailer record.
+    pub fn trailer(out: &mut Vec<u8>, c: &Counters, lost: u64) {
+        let b = body(140, |w| {
+            counters_body(w, c);
+            w.uvar(lost);
+        });
+        push(out, kind::TRAILER, &b);
+    }
+}

@@ -1,0 +1,699 @@
+//! Streaming decoder: header, chunks, per-thread streams merged into global order.
+//!
+//! Memory is bounded by the events of the last recorder rounds (held back for the
+//! merge) plus the interned stacks; it does not grow with the length of the trace.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use super::encode::StreamState;
+use super::varint::{Short, SliceReader};
+use super::{kind, Counters, Event, Header, Module, ThreadInfo, MAGIC, VERSION};
+
+/// Largest chunk a reader accepts; a larger length means a damaged file.
+const MAX_CHUNK: usize = 256 << 20;
+
+/// Why a trace could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be read.
+    #[error("cannot read trace: {0}")]
+    Io(#[from] io::Error),
+    /// The file is empty.
+    #[error("the trace is empty (0 bytes): the profiled program wrote nothing")]
+    Empty,
+    /// The file does not start with the magic bytes.
+    #[error("not a stackheap trace (bad magic bytes)")]
+    NotATrace,
+    /// The trace is of another format version.
+    #[error("trace format version {found} is not supported (this build reads version {VERSION})")]
+    Version {
+        /// The version in the file.
+        found: u32,
+    },
+    /// The header is cut short or damaged.
+    #[error("the trace header is truncated or damaged (file is {0} bytes)")]
+    BadHeader(u64),
+}
+
+/// What the reader found about the file's integrity, final once `next_event` returned `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadStatus {
+    /// Bytes of complete, valid chunks (plus the header).
+    pub valid_bytes: u64,
+    /// Set when the file ends inside a chunk or a chunk is damaged: the byte offset
+    /// where the usable part ends.
+    pub truncated_at: Option<u64>,
+    /// A trailer was found: the program stopped profiling cleanly.
+    pub has_trailer: bool,
+    /// Records of unknown kinds that were skipped.
+    pub skipped_records: u64,
+    /// Events that arrived after the merge window had passed their place (processed
+    /// anyway, slightly out of order).
+    pub late_events: u64,
+    /// Chunks read.
+    pub chunks: u64,
+}
+
+struct Pending {
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        self.seq == o.seq
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.seq.cmp(&o.seq)
+    }
+}
+
+#[derive(Default)]
+struct ThreadStream {
+    state: StreamState,
+    stacks: HashMap<u64, u32>,
+}
+
+/// Reads a trace as a stream of [`Event`]s in global order.
+pub struct TraceReader<R> {
+    input: R,
+    header: Header,
+    status: ReadStatus,
+    offset: u64,
+    done: bool,
+    threads: HashMap<u32, ThreadStream>,
+    interned: HashMap<Vec<u64>, u32>,
+    pending: BinaryHeap<Reverse<Pending>>,
+    ready: VecDeque<Event>,
+    rounds: VecDeque<(u64, u64)>,
+    released_below: u64,
+    trailer: Option<Event>,
+    chunk: Vec<u8>,
+}
+
+impl TraceReader<BufReader<File>> {
+    /// Open a trace file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ReadError> {
+        let f = File::open(path)?;
+        Self::new(BufReader::with_capacity(1 << 20, f))
+    }
+}
+
+/// Read as many bytes as possible into `buf`; returns how many (less only at EOF).
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn parse_header(body: &[u8]) -> Result<Header, Short> {
+    let mut r = SliceReader::new(body);
+    let pid = r.uvar()? as u32;
+    let start_unix_ns = r.uvar()?;
+    let page_size = r.uvar()?;
+    let sample_rate = r.uvar()?;
+    let stack_hz = r.uvar()? as u32;
+    let flags = r.uvar()? as u32;
+    let exe = r.string()?;
+    let argc = r.uvar()?;
+    let mut argv = Vec::new();
+    for _ in 0..argc.min(1 << 16) {
+        argv.push(r.string()?);
+    }
+    Ok(Header {
+        pid,
+        start_unix_ns,
+        page_size,
+        sample_rate,
+        stack_hz,
+        flags,
+        exe,
+        argv,
+    })
+}
+
+fn parse_counters(r: &mut SliceReader<'_>) -> Result<Counters, Short> {
+    Ok(Counters {
+        time_ns: r.uvar()?,
+        total_allocs: r.uvar()?,
+        total_frees: r.uvar()?,
+        total_bytes: r.uvar()?,
+        live_bytes: r.svar()?,
+        live_blocks: r.svar()?,
+        peak_bytes: r.uvar()?,
+        peak_blocks: r.uvar()?,
+        peak_time_ns: r.uvar()?,
+        failed_allocs: r.uvar()?,
+    })
+}
+
+impl<R: Read> TraceReader<R> {
+    /// Read the header; fails with a one-line [`ReadError`] if this is not a readable trace.
+    pub fn new(mut input: R) -> Result<Self, ReadError> {
+        let mut fixed = [0u8; 16];
+        let n = read_full(&mut input, &mut fixed)?;
+        if n == 0 {
+            return Err(ReadError::Empty);
+        }
+        if n < 8 || &fixed[..8] != MAGIC {
+            return Err(ReadError::NotATrace);
+        }
+        if n < 16 {
+            return Err(ReadError::BadHeader(n as u64));
+        }
+        let version = u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes"));
+        if version != VERSION {
+            return Err(ReadError::Version { found: version });
+        }
+        let len = u32::from_le_bytes(fixed[12..16].try_into().expect("4 bytes")) as usize;
+        if len > 1 << 20 {
+            return Err(ReadError::BadHeader(16));
+        }
+        let mut body = vec![0u8; len + 4];
+        let got = read_full(&mut input, &mut body)?;
+        if got < body.len() {
+            return Err(ReadError::BadHeader((16 + got) as u64));
+        }
+        let crc = u32::from_le_bytes(body[len..].try_into().expect("4 bytes"));
+        if crc32fast::hash(&body[..len]) != crc {
+            return Err(ReadError::BadHeader((16 + got) as u64));
+        }
+        let header =
+            parse_header(&body[..len]).map_err(|_| ReadError::BadHeader((16 + got) as u64))?;
+        let offset = (16 + len + 4) as u64;
+        Ok(TraceReader {
+            input,
+            header,
+            status: ReadStatus {
+                valid_bytes: offset,
+                ..Default::default()
+            },
+            offset,
+            done: false,
+            threads: HashMap::new(),
+            interned: HashMap::new(),
+            pending: BinaryHeap::new(),
+            ready: VecDeque::new(),
+            rounds: VecDeque::new(),
+            released_below: 0,
+            trailer: None,
+            chunk: Vec::new(),
+        })
+    }
+
+    /// The trace header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Integrity status so far (final after the last event).
+    pub fn status(&self) -> &ReadStatus {
+        &self.status
+    }
+
+    /// The next event in global order, `None` at the end of the usable trace.
+    pub fn next_event(&mut self) -> Result<Option<Event>, ReadError> {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                return Ok(Some(e));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            if !self.read_chunk()? {
+                self.finish();
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        self.release(u64::MAX);
+        if let Some(t) = self.trailer.take() {
+            self.ready.push_back(t);
+        }
+    }
+
+    /// Read and decode one chunk; false at the end of usable data.
+    fn read_chunk(&mut self) -> Result<bool, ReadError> {
+        let start = self.offset;
+        let mut fixed = [0u8; 8];
+        let n = read_full(&mut self.input, &mut fixed)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if n < 8 {
+            self.status.truncated_at = Some(start);
+            return Ok(false);
+        }
+        let len = u32::from_le_bytes(fixed[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(fixed[4..].try_into().expect("4 bytes"));
+        if len > MAX_CHUNK {
+            self.status.truncated_at = Some(start);
+            return Ok(false);
+        }
+        self.chunk.resize(len, 0);
+        let got = read_full(&mut self.input, &mut self.chunk)?;
+        if got < len || crc32fast::hash(&self.chunk) != crc {
+            self.status.truncated_at = Some(start);
+            return Ok(false);
+        }
+        let chunk = std::mem::take(&mut self.chunk);
+        let ok = self.decode_chunk(&chunk).is_ok();
+        self.chunk = chunk;
+        if !ok {
+            self.status.truncated_at = Some(start);
+            return Ok(false);
+        }
+        self.offset = start + 8 + len as u64;
+        self.status.valid_bytes = self.offset;
+        self.status.chunks += 1;
+        Ok(true)
+    }
+
+    fn decode_chunk(&mut self, chunk: &[u8]) -> Result<(), Short> {
+        let mut r = SliceReader::new(chunk);
+        let source = u32::try_from(r.uvar()?).map_err(|_| Short)?;
+        while !r.at_end() {
+            let k = r.u8()?;
+            let body = r.str()?;
+            let mut b = SliceReader::new(body);
+            if source == 0 {
+                self.decode_global(k, &mut b)?;
+            } else {
+                self.decode_thread(source, k, &mut b)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_global(&mut self, k: u8, b: &mut SliceReader<'_>) -> Result<(), Short> {
+        match k {
+            kind::MODULE => {
+                let path = b.string()?;
+                let bias = b.uvar()?;
+                let n = b.uvar()?;
+                let mut segments = Vec::new();
+                for _ in 0..n.min(1 << 12) {
+                    segments.push((b.uvar()?, b.uvar()?));
+                }
+                let build_id = b.str()?.to_vec();
+                self.ready.push_back(Event::Module(Module {
+                    path,
+                    bias,
+                    segments,
+                    build_id,
+                }));
+            }
+            kind::ROUND => {
+                let time = b.uvar()?;
+                let seq = b.uvar()?;
+                let watermark = b.uvar()?;
+                if self
+                    .rounds
+                    .back()
+                    .is_none_or(|&(s, t)| seq >= s && time >= t)
+                {
+                    self.rounds.push_back((seq, time));
+                }
+                self.release(watermark);
+            }
+            kind::RSS => {
+                let time_ns = b.uvar()?;
+                let rss_bytes = b.uvar()?;
+                self.ready.push_back(Event::Rss { time_ns, rss_bytes });
+            }
+            kind::COUNTERS => {
+                let c = parse_counters(b)?;
+                self.ready.push_back(Event::Counters(c));
+            }
+            kind::LOST => {
+                let count = b.uvar()?;
+                self.ready.push_back(Event::Lost { count });
+            }
+            kind::TRAILER => {
+                let counters = parse_counters(b)?;
+                let lost = b.uvar()?;
+                self.rounds.push_back((u64::MAX, counters.time_ns));
+                self.status.has_trailer = true;
+                self.trailer = Some(Event::Trailer { counters, lost });
+            }
+            _ => self.status.skipped_records += 1,
+        }
+        Ok(())
+    }
+
+    fn global_stack(&mut self, thread: u32, local: u64) -> u32 {
+        if local == 0 {
+            return 0;
+        }
+        // An id the thread never defined (should not happen) maps to "no stack".
+        self.threads
+            .get(&thread)
+            .and_then(|t| t.stacks.get(&local).copied())
+            .unwrap_or(0)
+    }
+
+    fn push(&mut self, seq: u64, event: Event) {
+        if seq < self.released_below {
+            self.status.late_events += 1;
+            let mut event = event;
+            set_time(&mut event, self.time_of(seq));
+            self.ready.push_back(event);
+        } else {
+            self.pending.push(Reverse(Pending { seq, event }));
+        }
+    }
+
+    fn decode_thread(&mut self, thread: u32, k: u8, b: &mut SliceReader<'_>) -> Result<(), Short> {
+        let ts = self.threads.entry(thread).or_default();
+        let st = &mut ts.state;
+        match k {
+            kind::ALLOC => {
+                st.seq = st.seq.wrapping_add(b.uvar()?);
+                st.addr = st.addr.wrapping_add(b.svar()? as u64);
+                let (seq, addr) = (st.seq, st.addr);
+                let size = b.uvar()?;
+                let local = b.uvar()?;
+                let depth = b.uvar()?;
+                let stack = self.global_stack(thread, local);
+                self.push(
+                    seq,
+                    Event::Alloc {
+                        seq,
+                        time_ns: 0,
+                        thread,
+                        addr,
+                        size,
+                        stack,
+                        depth,
+                    },
+                );
+            }
+            kind::FREE => {
+                st.seq = st.seq.wrapping_add(b.uvar()?);
+                st.addr = st.addr.wrapping_add(b.svar()? as u64);
+                let (seq, addr) = (st.seq, st.addr);
+                self.push(
+                    seq,
+                    Event::Free {
+                        seq,
+                        time_ns: 0,
+                        thread,
+                        addr,
+                    },
+                );
+            }
+            kind::REALLOC => {
+                st.seq = st.seq.wrapping_add(b.uvar()?);
+                let old_addr = st.addr.wrapping_add(b.svar()? as u64);
+                let new_addr = old_addr.wrapping_add(b.svar()? as u64);
+                st.addr = new_addr;
+                let seq = st.seq;
+                let old_size = b.uvar()?;
+                let new_size = b.uvar()?;
+                let local = b.uvar()?;
+                let depth = b.uvar()?;
+                let stack = self.global_stack(thread, local);
+                self.push(
+                    seq,
+                    Event::Realloc {
+                        seq,
+                        time_ns: 0,
+                        thread,
+                        old_addr,
+                        old_size,
+                        new_addr,
+                        new_size,
+                        stack,
+                        depth,
+                    },
+                );
+            }
+            kind::ALLOC_FAILED => {
+                st.seq = st.seq.wrapping_add(b.uvar()?);
+                let seq = st.seq;
+                let size = b.uvar()?;
+                let local = b.uvar()?;
+                let depth = b.uvar()?;
+                let stack = self.global_stack(thread, local);
+                self.push(
+                    seq,
+                    Event::AllocFailed {
+                        seq,
+                        time_ns: 0,
+                        thread,
+                        size,
+                        stack,
+                        depth,
+                    },
+                );
+            }
+            kind::STACK_DEF => {
+                let local = b.uvar()?;
+                let n = b.uvar()?.min(1024);
+                let mut frames = Vec::with_capacity(n as usize);
+                let mut prev = 0u64;
+                for i in 0..n {
+                    let f = if i == 0 {
+                        b.uvar()?
+                    } else {
+                        prev.wrapping_add(b.svar()? as u64)
+                    };
+                    frames.push(f);
+                    prev = f;
+                }
+                let next = self.interned.len() as u32 + 1;
+                let id = *self.interned.entry(frames.clone()).or_insert(next);
+                if id == next {
+                    self.ready.push_back(Event::Stack { id, frames });
+                }
+                self.threads
+                    .entry(thread)
+                    .or_default()
+                    .stacks
+                    .insert(local, id);
+            }
+            kind::THREAD_START => {
+                let os_tid = b.uvar()? as u32;
+                let name = b.string()?;
+                let stack_top = b.uvar()?;
+                let stack_size = b.uvar()?;
+                let time_ns = b.uvar()?;
+                self.ready.push_back(Event::Thread(ThreadInfo {
+                    thread,
+                    os_tid,
+                    name,
+                    stack_top,
+                    stack_size,
+                    time_ns,
+                }));
+            }
+            kind::THREAD_END => {
+                let time_ns = b.uvar()?;
+                self.ready.push_back(Event::ThreadEnd { thread, time_ns });
+            }
+            _ => self.status.skipped_records += 1,
+        }
+        Ok(())
+    }
+
+    /// Time of the event with this seq, interpolated between the rounds around it.
+    fn time_of(&self, seq: u64) -> u64 {
+        let i = self.rounds.partition_point(|&(s, _)| s <= seq);
+        match (
+            i.checked_sub(1).and_then(|j| self.rounds.get(j)),
+            self.rounds.get(i),
+        ) {
+            (Some(&(s0, t0)), Some(&(s1, t1))) if s1 > s0 && s1 != u64::MAX => {
+                t0 + ((t1 - t0) as u128 * (seq - s0) as u128 / (s1 - s0) as u128) as u64
+            }
+            (Some(&(_, t0)), _) => t0,
+            (None, Some(&(_, t1))) => t1,
+            (None, None) => 0,
+        }
+    }
+
+    /// Move every held-back event with `seq < below` to the output, in seq order.
+    fn release(&mut self, below: u64) {
+        while let Some(Reverse(p)) = self.pending.peek() {
+            if p.seq >= below {
+                break;
+            }
+            let Reverse(mut p) = self.pending.pop().expect("peeked");
+            set_time(&mut p.event, self.time_of(p.seq));
+            self.ready.push_back(p.event);
+        }
+        self.released_below = self.released_below.max(below);
+        // Rounds entirely before the oldest event still to come are no longer needed.
+        let keep_from = self
+            .pending
+            .peek()
+            .map_or(u64::MAX, |Reverse(p)| p.seq)
+            .min(self.released_below);
+        while self.rounds.len() > 2 && self.rounds[1].0 <= keep_from {
+            self.rounds.pop_front();
+        }
+    }
+}
+
+fn set_time(e: &mut Event, t: u64) {
+    match e {
+        Event::Alloc { time_ns, .. }
+        | Event::Free { time_ns, .. }
+        | Event::Realloc { time_ns, .. }
+        | Event::AllocFailed { time_ns, .. } => *time_ns = t,
+        _ => {}
+    }
+}
+
+impl<R: Read> Iterator for TraceReader<R> {
+    type Item = Result<Event, ReadError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_event().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::writer::SyntheticTrace;
+    use super::*;
+
+    fn sample() -> (Vec<u8>, Counters) {
+        let h = Header {
+            pid: 7,
+            sample_rate: 1,
+            exe: "/bin/x".into(),
+            argv: vec!["x".into()],
+            ..Default::default()
+        };
+        let mut t = SyntheticTrace::new(&h);
+        t.thread_start(1, "main", 0x7fff_0000, 8 << 20, 0);
+        t.thread_start(2, "worker", 0x7ffe_0000, 2 << 20, 5);
+        t.alloc(10, 1, 0x1000, 100, &[0x10, 0x20, 0x30]);
+        t.alloc(20, 2, 0x2000, 50, &[0x11, 0x20, 0x30]);
+        t.realloc(30, 1, 0x1000, 100, 0x3000, 300, &[0x10, 0x20, 0x30]);
+        t.free(40, 2, 0x2000, 50);
+        t.rss(45, 4096);
+        t.alloc(50, 1, 0x4000, 8, &[]);
+        let c = t.counters();
+        (t.finish(60, 0), c)
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<(Vec<Event>, ReadStatus), ReadError> {
+        let mut r = TraceReader::new(bytes)?;
+        let mut v = Vec::new();
+        while let Some(e) = r.next_event()? {
+            v.push(e);
+        }
+        Ok((v, r.status().clone()))
+    }
+
+    #[test]
+    fn roundtrip_in_order_with_stacks() {
+        let (bytes, c) = sample();
+        let (events, status) = read_all(&bytes).unwrap();
+        assert!(status.has_trailer);
+        assert_eq!(status.truncated_at, None);
+        let seqs: Vec<u64> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Alloc { seq, .. } | Event::Free { seq, .. } | Event::Realloc { seq, .. } => {
+                    Some(*seq)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
+        let stacks = events
+            .iter()
+            .filter(|e| matches!(e, Event::Stack { .. }))
+            .count();
+        assert_eq!(stacks, 2, "same frames from one thread intern once");
+        match events.last().unwrap() {
+            Event::Trailer { counters, .. } => assert_eq!(counters.total_allocs, c.total_allocs),
+            e => panic!("last event {e:?}"),
+        }
+        let realloc = events
+            .iter()
+            .find(|e| matches!(e, Event::Realloc { .. }))
+            .unwrap();
+        assert!(matches!(
+            realloc,
+            Event::Realloc {
+                old_addr: 0x1000,
+                new_addr: 0x3000,
+                new_size: 300,
+                time_ns: 30,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn every_cut_loads_with_monotone_counts() {
+        let (bytes, _) = sample();
+        let (full, _) = read_all(&bytes).unwrap();
+        let header_len = 16 + u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize + 4;
+        let mut last = 0;
+        for cut in header_len..=bytes.len() {
+            let (events, status) = read_all(&bytes[..cut]).unwrap();
+            assert!(events.len() >= last, "cut {cut}");
+            last = events.len();
+            if cut < bytes.len() {
+                assert!(!status.has_trailer);
+            }
+            assert!(events.len() <= full.len());
+        }
+        assert_eq!(last, full.len());
+    }
+
+    #[test]
+    fn bad_inputs_give_errors() {
+        assert!(matches!(read_all(b""), Err(ReadError::Empty)));
+        assert!(matches!(
+            read_all(b"hello world, not a trace"),
+            Err(ReadError::NotATrace)
+        ));
+        let (mut bytes, _) = sample();
+        bytes[8] = 9;
+        assert!(matches!(
+            read_all(&bytes),
+            Err(ReadError::Version { found: 9 })
+        ));
+        let (bytes, _) = sample();
+        assert!(matches!(
+            read_all(&bytes[..20]),
+            Err(ReadError::BadHeader(_))
+        ));
+    }
+
+    #[test]
+    fn corrupt_chunk_stops_there() {
+        let (mut bytes, _) = sample();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0xff;
+        let (_, status) = read_all(&bytes).unwrap();
+        assert!(status.truncated_at.is_some());
+        assert!(!status.has_trailer);
+    }
+}

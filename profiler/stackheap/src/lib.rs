@@ -1,0 +1,24 @@
+//! stackheap: a stack-and-heap usage profiler, the part that runs inside the profiled
+//! process.
+//!
+//! Install it as the global allocator; it stays dormant (one relaxed atomic load per
+//! allocation) until profiling starts from the environment (`STACKHEAP_TRACE`, set by
+//! `stackheap run`) or from code with [`Profiler::builder`]:
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static GLOBAL: stackheap::StackHeap = stackheap::StackHeap::system();
+//!
+//! fn main() -> Result<(), stackheap::Error> {
+//!     let _profiler = stackheap::Profiler::builder().trace_path("app.trace").start()?;
+//!     let v: Vec<u64> = (0..1000).collect();
+//!     drop(v);
+//!     Ok(()) // dropping the profiler stops and flushes the trace
+//! }
+//! ```
+//!
+//! Module map, by where the code runs: [`alloc`] and `stack` run inside every
+//! allocation (the hot path); `record` is the recorder thread beside the program;
+//! [`format`] is the trace contract shared with the readers.
+
+pub mod format;
