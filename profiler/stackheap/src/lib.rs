@@ -17,8 +17,21 @@
 //! }
 //! ```
 //!
-//! Module map, by where the code runs: [`alloc`] and `stack` run inside every
-//! allocation (the hot path); `record` is the recorder thread beside the program;
+//! Environment (read at the first allocation): `STACKHEAP_TRACE=path` (`%p` = pid)
+//! starts profiling; `STACKHEAP_SAMPLE=bytes` (default 1 = every allocation, 0 =
+//! counters only, e.g. `512KiB` = Poisson sampling with that mean); `STACKHEAP_UNWIND=
+//! fp|backtrace` forces an unwinder.
+//!
+//! Module map, by where the code runs: [`alloc`] and [`stack`] run inside every
+//! allocation (the hot path); [`record`] is the recorder thread beside the program;
 //! [`format`] is the trace contract shared with the readers.
 
+pub mod alloc;
 pub mod format;
+mod profiler;
+pub mod record;
+pub mod stack;
+
+pub use alloc::StackHeap;
+pub use profiler::{counters, Error, Profiler, ProfilerBuilder};
+pub use stack::unwind::Unwinder;

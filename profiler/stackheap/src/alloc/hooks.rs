@@ -1,0 +1,323 @@
+//! The hooks every allocation path ends in (the `StackHeap` wrapper today, the
+//! LD_PRELOAD shims later). They follow the hot-path contract: no heap allocation, no
+//! lock shared between threads, no formatting, no syscall except the rare ring hand-off.
+//!
+//! Order matters for a correct reconstruction: a free is recorded *before* the block is
+//! returned to the inner allocator and an allocation *after* it was obtained, so when
+//! another thread gets the same address it also gets a later sequence number.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::counters;
+use super::guard::Guard;
+use crate::format::encode::{self, MAX_EVENT_RECORD, MAX_FRAMES, MAX_STACK_RECORD};
+use crate::format::varint::SliceWriter;
+use crate::record::session::{self, ACTIVE, SAMPLE_RATE, STATE, UNINIT};
+use crate::record::slots::{self, Owner, Slot, STACK_TABLE};
+use crate::stack::{self, bounds::StackBounds, unwind};
+
+const SCRATCH: usize = MAX_STACK_RECORD + MAX_EVENT_RECORD + 16;
+
+/// True if the profiler should look at this call at all (one relaxed load when dormant).
+#[inline(always)]
+fn active() -> bool {
+    let s = STATE.load(Relaxed);
+    if s == ACTIVE {
+        return true;
+    }
+    if s == UNINIT {
+        session::init_from_env();
+        return STATE.load(Relaxed) == ACTIVE;
+    }
+    false
+}
+
+/// Sample rate now: 0 = counters only, 1 = every allocation, N = mean bytes.
+#[inline(always)]
+fn rate() -> u64 {
+    SAMPLE_RATE.load(Relaxed)
+}
+
+fn hash_frames(frames: &[u64]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &f in frames {
+        h = (h.rotate_left(5) ^ f).wrapping_mul(0x100_0000_01b3);
+    }
+    h | 1
+}
+
+/// Capture the stack and return its per-thread id, writing a StackDef first if this
+/// thread has not written it yet.
+#[inline(always)]
+fn stack_id(owner: &mut Owner, out: &mut SliceWriter<'_>) -> u64 {
+    let mut frames = [0u64; MAX_FRAMES];
+    let n = unwind::capture(&mut frames, owner.bounds);
+    if n == 0 {
+        return 0;
+    }
+    let frames = &frames[..n];
+    let h = hash_frames(frames);
+    let mask = STACK_TABLE - 1;
+    let mut i = h as usize & mask;
+    for _ in 0..16 {
+        let (eh, id) = owner.table[i];
+        if eh == h {
+            return id;
+        }
+        if eh == 0 {
+            break;
+        }
+        i = (i + 1) & mask;
+    }
+    // New to this thread: define it. Keep the table at most 3/4 full by starting over
+    // (ids keep growing, so an id is never reused for another stack).
+    if owner.table_used >= STACK_TABLE * 3 / 4 || owner.table[i].0 != 0 {
+        owner.table.iter_mut().for_each(|e| *e = (0, 0));
+        owner.table_used = 0;
+        i = h as usize & mask;
+    }
+    let id = owner.next_stack;
+    owner.next_stack += 1;
+    owner.table[i] = (h, id);
+    owner.table_used += 1;
+    encode::stack_def(out, id, frames);
+    id
+}
+
+#[inline(always)]
+fn depth(bounds: StackBounds) -> u64 {
+    bounds.high.saturating_sub(stack::current_sp()) as u64
+}
+
+/// After the inner allocator returned `ptr` for `size` bytes.
+#[inline(always)]
+pub fn after_alloc(ptr: *mut u8, size: usize) {
+    if !active() {
+        return;
+    }
+    let Some(_g) = Guard::enter() else { return };
+    if ptr.is_null() {
+        failed(size);
+        return;
+    }
+    counters::on_alloc(size);
+    let rate = rate();
+    if rate == 0 {
+        return;
+    }
+    let Some(slot) = slots::current() else { return };
+    // SAFETY: `slot` is this thread's; no other &mut Owner is alive in this call.
+    let owner = unsafe { slot.owner() };
+    if rate > 1 && !owner.countdown.sample(size, rate) {
+        return;
+    }
+    if !slot.announce() {
+        return;
+    }
+    let mut scratch = [0u8; SCRATCH];
+    let mut w = SliceWriter::new(&mut scratch);
+    let id = stack_id(owner, &mut w);
+    let seq = slot.next_seq();
+    if rate > 1 {
+        session::sampled_set().insert(ptr as usize);
+    }
+    owner.stream.alloc(
+        &mut w,
+        seq,
+        ptr as u64,
+        size as u64,
+        id,
+        depth(owner.bounds),
+    );
+    slot.publish(w.as_slice());
+}
+
+/// Before `ptr` (of `size` bytes) is given back to the inner allocator.
+#[inline(always)]
+pub fn before_free(ptr: *mut u8, size: usize) {
+    if !active() {
+        return;
+    }
+    let Some(_g) = Guard::enter() else { return };
+    counters::on_free(size);
+    let rate = rate();
+    if rate == 0 {
+        return;
+    }
+    if rate > 1 {
+        let set = session::sampled_set();
+        if !set.remove(ptr as usize) && !set.overflowed() {
+            return;
+        }
+    }
+    let Some(slot) = slots::current() else { return };
+    if !slot.announce() {
+        return;
+    }
+    // SAFETY: this thread's slot; no other &mut Owner alive.
+    let owner = unsafe { slot.owner() };
+    let mut scratch = [0u8; MAX_EVENT_RECORD];
+    let mut w = SliceWriter::new(&mut scratch);
+    let seq = slot.next_seq();
+    owner.stream.free(&mut w, seq, ptr as u64);
+    slot.publish(w.as_slice());
+}
+
+/// What `before_realloc` learned, handed to `after_realloc`.
+pub struct ReallocTicket {
+    slot: Option<&'static Slot>,
+    free_seq: u64,
+    old_sampled: bool,
+    new_sampled: bool,
+    guard: Option<Guard>,
+}
+
+/// Before a realloc of `old` (`old_size` bytes) to `new_size` bytes. The old block's
+/// retirement takes its sequence number here, before the inner allocator can hand the
+/// address to another thread.
+#[inline(always)]
+pub fn before_realloc(old: *mut u8, new_size: usize) -> ReallocTicket {
+    let mut t = ReallocTicket {
+        slot: None,
+        free_seq: 0,
+        old_sampled: false,
+        new_sampled: false,
+        guard: None,
+    };
+    if !active() {
+        return t;
+    }
+    let Some(g) = Guard::enter() else { return t };
+    t.guard = Some(g);
+    let rate = rate();
+    if rate == 0 {
+        return t;
+    }
+    let Some(slot) = slots::current() else {
+        return t;
+    };
+    if rate > 1 {
+        let set = session::sampled_set();
+        t.old_sampled = set.remove(old as usize) || set.overflowed();
+        // SAFETY: this thread's slot; no other &mut Owner alive.
+        t.new_sampled = unsafe { slot.owner() }.countdown.sample(new_size, rate);
+    } else {
+        t.old_sampled = true;
+        t.new_sampled = true;
+    }
+    if (t.old_sampled || t.new_sampled) && slot.announce() {
+        t.slot = Some(slot);
+        t.free_seq = slot.next_seq();
+    }
+    t
+}
+
+/// After the inner realloc returned `new` (null: failed, `old` still valid).
+#[inline(always)]
+pub fn after_realloc(
+    t: ReallocTicket,
+    old: *mut u8,
+    old_size: usize,
+    new: *mut u8,
+    new_size: usize,
+) {
+    if t.guard.is_none() {
+        return;
+    }
+    if new.is_null() {
+        if let Some(slot) = t.slot {
+            slot.abandon();
+        }
+        if t.old_sampled && rate() > 1 {
+            session::sampled_set().insert(old as usize);
+        }
+        failed(new_size);
+        return;
+    }
+    counters::on_realloc(old_size, new_size);
+    let Some(slot) = t.slot else { return };
+    // SAFETY: this thread's slot; no other &mut Owner alive.
+    let owner = unsafe { slot.owner() };
+    let mut scratch = [0u8; SCRATCH];
+    let mut w = SliceWriter::new(&mut scratch);
+    let rate = rate();
+    if t.new_sampled {
+        let id = stack_id(owner, &mut w);
+        if rate > 1 {
+            session::sampled_set().insert(new as usize);
+        }
+        let seq = slot.next_seq();
+        let d = depth(owner.bounds);
+        if t.old_sampled {
+            owner.stream.realloc(
+                &mut w,
+                seq,
+                old as u64,
+                old_size as u64,
+                new as u64,
+                new_size as u64,
+                id,
+                d,
+            );
+        } else {
+            owner
+                .stream
+                .alloc(&mut w, seq, new as u64, new_size as u64, id, d);
+        }
+    } else {
+        owner.stream.free(&mut w, t.free_seq, old as u64);
+    }
+    slot.publish(w.as_slice());
+}
+
+/// An allocation the inner allocator refused; the guard is held by the caller.
+#[cold]
+fn failed(size: usize) {
+    counters::on_failed();
+    let Some(slot) = slots::current() else { return };
+    if rate() == 0 || !slot.announce() {
+        return;
+    }
+    // SAFETY: this thread's slot; no other &mut Owner alive.
+    let owner = unsafe { slot.owner() };
+    let mut scratch = [0u8; SCRATCH];
+    let mut w = SliceWriter::new(&mut scratch);
+    let id = stack_id(owner, &mut w);
+    let seq = slot.next_seq();
+    owner
+        .stream
+        .alloc_failed(&mut w, seq, size as u64, id, depth(owner.bounds));
+    slot.publish(w.as_slice());
+}
+
+/// First record of a thread's stream (called at registration, guard held).
+pub(crate) fn write_thread_start(slot: &Slot, bounds: StackBounds) {
+    let mut name = [0u8; 64];
+    let n = stack::bounds::thread_name(&mut name);
+    let mut scratch = [0u8; 160];
+    let mut w = SliceWriter::new(&mut scratch);
+    let now = counters::NOW_NS.load(Relaxed);
+    encode::thread_start(
+        &mut w,
+        stack::bounds::os_tid(),
+        &name[..n],
+        bounds.high as u64,
+        bounds.size() as u64,
+        now,
+    );
+    publish_unsequenced(slot, w.as_slice());
+}
+
+/// Last record of a thread's stream (thread exit, guard held).
+pub(crate) fn write_thread_end(slot: &Slot) {
+    let mut scratch = [0u8; 24];
+    let mut w = SliceWriter::new(&mut scratch);
+    encode::thread_end(&mut w, counters::NOW_NS.load(Relaxed));
+    publish_unsequenced(slot, w.as_slice());
+}
+
+fn publish_unsequenced(slot: &Slot, bytes: &[u8]) {
+    if slot.announce() {
+        slot.publish(bytes);
+    }
+}

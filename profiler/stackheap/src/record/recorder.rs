@@ -1,0 +1,287 @@
+//! The recorder thread: every round it drains the thread rings into checksummed chunks,
+//! writes a `Round` (time, sequence, watermark), and now and then RSS, counters and new
+//! modules. It holds the reentrancy guard for its whole life, so its own allocations
+//! are never profiled.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::alloc::counters::{self, LOST, NOW_NS};
+use crate::alloc::guard::Guard;
+use crate::format::encode::global;
+use crate::format::writer::{frame_chunk, write_header};
+use crate::format::{Header, Module};
+use crate::record::{modules, slots};
+
+/// How long the recorder sleeps between rounds when there is little to do.
+const ROUND_SLEEP: Duration = Duration::from_millis(1);
+/// How often RSS and the counters are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+/// How often the module list is checked for new libraries.
+const MODULES_EVERY: Duration = Duration::from_millis(100);
+
+/// The recorder's state; lives on the recorder thread.
+pub struct Recorder {
+    file: File,
+    buf: Vec<u8>,
+    globals: Vec<u8>,
+    start: Instant,
+    page_size: u64,
+    statm: Option<File>,
+    modules_gen: u64,
+    known: HashSet<(String, u64)>,
+    last_sample: Instant,
+    last_modules: Instant,
+    lost_written: u64,
+    error: Option<io::Error>,
+}
+
+impl Recorder {
+    /// Write the header and the initial module map.
+    pub fn new(
+        mut file: File,
+        header: &Header,
+        start: Instant,
+        page_size: u64,
+    ) -> io::Result<Recorder> {
+        write_header(&mut file, header)?;
+        let mut r = Recorder {
+            file,
+            buf: Vec::with_capacity(2 << 20),
+            globals: Vec::with_capacity(4096),
+            start,
+            page_size,
+            statm: File::open("/proc/self/statm").ok(),
+            modules_gen: 0,
+            known: HashSet::new(),
+            last_sample: start,
+            last_modules: start,
+            lost_written: 0,
+            error: None,
+        };
+        NOW_NS.store(0, Ordering::Relaxed);
+        r.scan_modules();
+        r.sample();
+        r.flush_globals();
+        r.write_out();
+        if let Some(e) = r.error.take() {
+            return Err(e);
+        }
+        Ok(r)
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn scan_modules(&mut self) {
+        let gen = modules::generation();
+        if gen == self.modules_gen {
+            return;
+        }
+        self.modules_gen = gen;
+        for m in modules::loaded() {
+            if self.known.insert((m.path.clone(), m.bias)) {
+                self.module(&m);
+            }
+        }
+    }
+
+    fn module(&mut self, m: &Module) {
+        global::module(&mut self.globals, m);
+    }
+
+    fn rss_bytes(&self) -> Option<u64> {
+        let mut b = [0u8; 128];
+        let n = self.statm.as_ref()?.read_at(&mut b, 0).ok()?;
+        let s = std::str::from_utf8(&b[..n]).ok()?;
+        let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * self.page_size)
+    }
+
+    fn sample(&mut self) {
+        let t = self.now_ns();
+        if let Some(rss) = self.rss_bytes() {
+            global::rss(&mut self.globals, t, rss);
+        }
+        let mut c = counters::snapshot();
+        c.time_ns = t;
+        global::counters(&mut self.globals, &c);
+        let lost = LOST.load(Ordering::Relaxed);
+        if lost > self.lost_written {
+            global::lost(&mut self.globals, lost - self.lost_written);
+            self.lost_written = lost;
+        }
+    }
+
+    /// One round: time and sequence first, then every thread's watermark and data.
+    fn round(&mut self) -> usize {
+        let seq = slots::SEQ.load(Ordering::SeqCst);
+        let t = self.now_ns();
+        NOW_NS.store(t, Ordering::Relaxed);
+        let mut watermark = seq;
+        let mut drained = 0;
+        for i in 0..slots::HWM.load(Ordering::Acquire) {
+            let s = slots::slot(i);
+            let state = s.state.load(Ordering::Acquire);
+            if state == slots::FREE {
+                continue;
+            }
+            let f = s.in_flight.load(Ordering::SeqCst);
+            if f != slots::NONE {
+                watermark = watermark.min(f);
+            }
+            // SAFETY: this is the only consumer of every ring.
+            let (head, parts) = unsafe { s.pending() };
+            let n = parts[0].len() + parts[1].len();
+            if n > 0 {
+                frame_chunk(&mut self.buf, s.thread.load(Ordering::Acquire), &parts);
+                s.consume(head);
+                drained += n;
+            }
+            if state == slots::RETIRED
+                && s.in_flight.load(Ordering::SeqCst) == slots::NONE
+                && s.head.load(Ordering::Acquire) == head
+            {
+                s.state.store(slots::FREE, Ordering::Release);
+            }
+        }
+        global::round(&mut self.globals, t, seq, watermark);
+        drained
+    }
+
+    fn flush_globals(&mut self) {
+        if !self.globals.is_empty() {
+            frame_chunk(&mut self.buf, 0, &[&self.globals]);
+            self.globals.clear();
+        }
+    }
+
+    fn write_out(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        if self.error.is_none() {
+            if let Err(e) = self.file.write_all(&self.buf) {
+                self.error = Some(e);
+            }
+        }
+        // After a write error the data is dropped, but the program keeps running.
+        self.buf.clear();
+    }
+
+    fn run(&mut self, stop: &AtomicBool) {
+        loop {
+            let stopping = stop.load(Ordering::Acquire);
+            let drained = self.round();
+            let now = Instant::now();
+            if now.duration_since(self.last_sample) >= SAMPLE_EVERY {
+                self.last_sample = now;
+                self.sample();
+            }
+            if now.duration_since(self.last_modules) >= MODULES_EVERY {
+                self.last_modules = now;
+                self.scan_modules();
+            }
+            self.flush_globals();
+            self.write_out();
+            if stopping {
+                break;
+            }
+            if drained < slots::RING_SIZE / 8 {
+                std::thread::sleep(ROUND_SLEEP);
+            }
+        }
+        // Final: everything is drained (writers stopped before `stop` was set).
+        self.round();
+        self.scan_modules();
+        self.sample();
+        let mut c = counters::snapshot();
+        c.time_ns = self.now_ns();
+        global::trailer(&mut self.globals, &c, LOST.load(Ordering::Relaxed));
+        self.flush_globals();
+        self.write_out();
+        if self.error.is_none() {
+            if let Err(e) = self.file.flush() {
+                self.error = Some(e);
+            }
+        }
+    }
+}
+
+struct Shared {
+    stop: AtomicBool,
+    result: Mutex<Option<io::Result<()>>>,
+}
+
+/// The running recorder thread.
+pub struct Handle {
+    thread: libc::pthread_t,
+    shared: Arc<Shared>,
+}
+
+struct Start {
+    rec: Recorder,
+    shared: Arc<Shared>,
+}
+
+extern "C" fn thread_main(arg: *mut libc::c_void) -> *mut libc::c_void {
+    Guard::hold_forever();
+    // SAFETY: `arg` is the Box<Start> leaked by `spawn`, handed to this thread alone.
+    let start = unsafe { Box::from_raw(arg as *mut Start) };
+    let Start { mut rec, shared } = *start;
+    rec.run(&shared.stop);
+    let res = match rec.error.take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    };
+    *shared.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(res);
+    std::ptr::null_mut()
+}
+
+/// Start the recorder thread. A raw pthread, not `std::thread::spawn`, because this can
+/// run inside the first allocation of the process, before the runtime is set up.
+pub fn spawn(rec: Recorder) -> io::Result<Handle> {
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        result: Mutex::new(None),
+    });
+    let arg = Box::into_raw(Box::new(Start {
+        rec,
+        shared: shared.clone(),
+    }));
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: thread_main has the pthread start signature and takes ownership of `arg`.
+    let rc =
+        unsafe { libc::pthread_create(&mut thread, std::ptr::null(), thread_main, arg.cast()) };
+    if rc != 0 {
+        // SAFETY: the thread was not created, so `arg` is still ours.
+        drop(unsafe { Box::from_raw(arg) });
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    let name = c"stackheap-rec";
+    // SAFETY: valid thread handle and a NUL-terminated name under 16 bytes.
+    unsafe { libc::pthread_setname_np(thread, name.as_ptr()) };
+    Ok(Handle { thread, shared })
+}
+
+impl Handle {
+    /// Ask the recorder to write the rest and the trailer, wait for it, and return its
+    /// I/O result.
+    pub fn finish(self) -> io::Result<()> {
+        self.shared.stop.store(true, Ordering::Release);
+        // SAFETY: joining the thread we created, once.
+        unsafe { libc::pthread_join(self.thread, std::ptr::null_mut()) };
+        self.shared
+            .result
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or(Ok(()))
+    }
+}

@@ -1,0 +1,269 @@
+//! Starting and stopping a profiling session: from the environment on the first
+//! allocation, or from code through [`crate::Profiler`]. Also the process-exit flush.
+
+use std::ffi::CStr;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::alloc::counters;
+use crate::alloc::guard::Guard;
+use crate::alloc::sampler::SampledSet;
+use crate::format::{self, Header};
+use crate::record::recorder::{self, Recorder};
+use crate::record::slots;
+use crate::stack::unwind::{self, Unwinder};
+use crate::Error;
+
+/// No allocation has looked at the environment yet.
+pub const UNINIT: u8 = 0;
+/// One thread is reading the environment / starting.
+pub const INITIALIZING: u8 = 1;
+/// Installed, not profiling.
+pub const DORMANT: u8 = 2;
+/// Profiling.
+pub const ACTIVE: u8 = 3;
+/// Stopping: no new records.
+pub const STOPPING: u8 = 4;
+
+/// The profiler's state; the hot path reads it with one relaxed load.
+pub static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+/// Incremented at every start; thread slots of an older session are re-registered.
+pub static SESSION: AtomicU32 = AtomicU32::new(0);
+/// 0 = counters only, 1 = every allocation, N = mean bytes between samples.
+pub static SAMPLE_RATE: AtomicU64 = AtomicU64::new(1);
+
+static SAMPLED: SampledSet = SampledSet::new();
+static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
+static AT_EXIT_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+struct Running {
+    recorder: recorder::Handle,
+}
+
+/// The set of sampled blocks (sampled mode).
+#[inline(always)]
+pub fn sampled_set() -> &'static SampledSet {
+    &SAMPLED
+}
+
+/// Everything a session needs; built by [`crate::ProfilerBuilder`] or from the environment.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Trace file to create (must not exist).
+    pub trace_path: PathBuf,
+    /// 0 = counters only, 1 = every allocation, N = mean bytes between samples.
+    pub sample_rate: u64,
+    /// Force an unwinder; `None` picks frame pointers when they work.
+    pub unwinder: Option<Unwinder>,
+}
+
+fn getenv(name: &CStr) -> Option<String> {
+    // SAFETY: getenv reads the environment; the returned pointer is valid until the
+    // environment changes, and we copy it at once.
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returns a NUL-terminated string.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// Parse a byte size such as `524288`, `512K`, `512KiB`, `4MiB`, `1G`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Expand `%p` to the pid.
+pub fn expand_path(p: &str) -> PathBuf {
+    PathBuf::from(p.replace("%p", &std::process::id().to_string()))
+}
+
+fn say(msg: &str) {
+    let line = format!("stackheap: {msg}\n");
+    // SAFETY: writes a byte buffer we own to fd 2; no lock taken.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+}
+
+/// Read `STACKHEAP_*` and start if `STACKHEAP_TRACE` is set. Runs once, from the first
+/// allocation the profiler sees.
+#[cold]
+#[inline(never)]
+pub fn init_from_env() {
+    let Some(_g) = Guard::enter() else { return };
+    if STATE
+        .compare_exchange(UNINIT, INITIALIZING, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    let Some(path) = getenv(c"STACKHEAP_TRACE").filter(|p| !p.is_empty()) else {
+        STATE.store(DORMANT, Ordering::Release);
+        return;
+    };
+    let sample_rate = match getenv(c"STACKHEAP_SAMPLE") {
+        None => 1,
+        Some(s) => match parse_size(&s) {
+            Some(n) => n,
+            None => {
+                say(&format!("invalid STACKHEAP_SAMPLE={s:?} (want bytes, e.g. 524288 or 512KiB); profiling is off"));
+                STATE.store(DORMANT, Ordering::Release);
+                return;
+            }
+        },
+    };
+    let unwinder = match getenv(c"STACKHEAP_UNWIND").as_deref() {
+        Some("fp") => Some(Unwinder::FramePointers),
+        Some("backtrace" | "dwarf") => Some(Unwinder::Backtrace),
+        _ => None,
+    };
+    let cfg = SessionConfig {
+        trace_path: expand_path(&path),
+        sample_rate,
+        unwinder,
+    };
+    STATE.store(DORMANT, Ordering::Release);
+    if let Err(e) = start(&cfg) {
+        say(&format!("{e}; profiling is off"));
+    }
+}
+
+fn cmdline() -> Vec<String> {
+    std::fs::read("/proc/self/cmdline")
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn create_trace(path: &Path) -> Result<File, Error> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(0o644)
+        .open(path)
+        .map_err(|source| Error::Create {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Start a session. The caller holds the reentrancy guard or is outside the allocator.
+pub fn start(cfg: &SessionConfig) -> Result<(), Error> {
+    let _g = Guard::enter();
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    if running.is_some() || STATE.load(Ordering::Acquire) == ACTIVE {
+        return Err(Error::AlreadyRunning);
+    }
+    if !slots::map_once() || (cfg.sample_rate > 1 && !SAMPLED.map_once()) {
+        return Err(Error::Map);
+    }
+    let file = create_trace(&cfg.trace_path)?;
+    let bounds = crate::stack::bounds::current().unwrap_or_default();
+    let unwinder = cfg.unwinder.unwrap_or_else(|| {
+        if unwind::frame_pointers_work(bounds) {
+            Unwinder::FramePointers
+        } else {
+            Unwinder::Backtrace
+        }
+    });
+    unwind::set(unwinder);
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let header = Header {
+        pid: std::process::id(),
+        start_unix_ns: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+        page_size,
+        sample_rate: cfg.sample_rate,
+        stack_hz: 0,
+        flags: if unwinder == Unwinder::FramePointers {
+            format::flags::FRAME_POINTERS
+        } else {
+            0
+        },
+        exe: std::fs::read_link("/proc/self/exe")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        argv: cmdline(),
+    };
+    counters::reset();
+    slots::reset_all();
+    slots::SEQ.store(0, Ordering::SeqCst);
+    if cfg.sample_rate > 1 {
+        SAMPLED.clear();
+    }
+    SAMPLE_RATE.store(cfg.sample_rate, Ordering::Relaxed);
+    SESSION.fetch_add(1, Ordering::AcqRel);
+    let rec = Recorder::new(file, &header, Instant::now(), page_size).map_err(|source| {
+        Error::Create {
+            path: cfg.trace_path.clone(),
+            source,
+        }
+    })?;
+    let handle = recorder::spawn(rec).map_err(|source| Error::Create {
+        path: cfg.trace_path.clone(),
+        source,
+    })?;
+    *running = Some(Running { recorder: handle });
+    STATE.store(ACTIVE, Ordering::SeqCst);
+    if !AT_EXIT_REGISTERED.swap(true, Ordering::AcqRel) {
+        // SAFETY: registering a plain extern "C" fn; atexit copies the pointer.
+        unsafe { libc::atexit(at_exit) };
+    }
+    Ok(())
+}
+
+/// True while a session records.
+pub fn is_active() -> bool {
+    STATE.load(Ordering::Acquire) == ACTIVE
+}
+
+/// Stop the session: no new records, drain every thread, write the trailer, close.
+pub fn stop() -> Result<(), Error> {
+    let _g = Guard::enter();
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(run) = running.take() else {
+        return Err(Error::NotRunning);
+    };
+    STATE.store(STOPPING, Ordering::SeqCst);
+    // Wait for records already announced to be published (or abandoned).
+    for i in 0..slots::HWM.load(Ordering::Acquire) {
+        let s = slots::slot(i);
+        while s.in_flight.load(Ordering::SeqCst) != slots::NONE {
+            std::thread::yield_now();
+        }
+    }
+    let result = run.recorder.finish();
+    slots::reset_all();
+    STATE.store(DORMANT, Ordering::Release);
+    result.map_err(Error::Write)
+}
+
+extern "C" fn at_exit() {
+    if is_active() {
+        if let Err(e) = stop() {
+            say(&format!("{e}"));
+        }
+    }
+}

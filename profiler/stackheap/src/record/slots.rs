@@ -1,0 +1,344 @@
+//! Per-thread slots: each profiled thread owns one slot with a single-producer ring of
+//! encoded records that only the recorder thread consumes. No lock is shared: the
+//! owner publishes `head`, the recorder publishes `tail`.
+//!
+//! Ordering protocol (see the format docs): before taking a sequence number a thread
+//! announces a lower bound of it in `in_flight` and clears it once the record is
+//! published. The recorder reads the global sequence `G`, then every `in_flight`, then
+//! drains; `min(G, in_flight…)` is a watermark below which every event is on disk.
+
+use std::cell::{Cell, UnsafeCell};
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::alloc::counters::LOST;
+use crate::alloc::sampler::Countdown;
+use crate::format::encode::StreamState;
+use crate::record::session;
+use crate::stack::bounds::StackBounds;
+
+/// Bytes in each thread's ring.
+pub const RING_SIZE: usize = 1 << 20;
+/// Threads that can be profiled at once; further threads' events count as lost.
+pub const MAX_SLOTS: usize = 1024;
+/// Entries of the per-thread stack-id cache.
+pub const STACK_TABLE: usize = 4096;
+/// `in_flight` value meaning "nothing in flight".
+pub const NONE: u64 = u64::MAX;
+
+/// Slot is unused.
+pub const FREE: u32 = 0;
+/// Slot belongs to a live thread.
+pub const ACTIVE: u32 = 1;
+/// The owner exited; the recorder drains the rest and frees the slot.
+pub const RETIRED: u32 = 2;
+
+/// The global event sequence.
+pub static SEQ: AtomicU64 = AtomicU64::new(0);
+static SLOTS: AtomicPtr<Slot> = AtomicPtr::new(null_mut());
+static RINGS: AtomicPtr<u8> = AtomicPtr::new(null_mut());
+/// One past the highest slot index ever used: the recorder scans `0..HWM`.
+pub static HWM: AtomicUsize = AtomicUsize::new(0);
+static NEXT_THREAD: AtomicU32 = AtomicU32::new(1);
+
+/// State only the owning thread touches.
+pub struct Owner {
+    /// Delta state of this thread's record stream.
+    pub stream: StreamState,
+    /// The thread's stack.
+    pub bounds: StackBounds,
+    /// Next per-thread stack id.
+    pub next_stack: u64,
+    /// hash → stack id of stacks already written by this thread.
+    pub table: [(u64, u64); STACK_TABLE],
+    /// Entries used in `table`.
+    pub table_used: usize,
+    /// Sampling countdown.
+    pub countdown: Countdown,
+}
+
+/// One thread's slot.
+#[repr(C, align(64))]
+pub struct Slot {
+    /// FREE, ACTIVE or RETIRED.
+    pub state: AtomicU32,
+    /// Thread index of the current owner.
+    pub thread: AtomicU32,
+    /// Lower bound of the seq being recorded, or NONE.
+    pub in_flight: AtomicU64,
+    /// Bytes published (monotonic; ring position is `head % RING_SIZE`).
+    pub head: AtomicU64,
+    _pad: [u8; 40],
+    /// Bytes consumed by the recorder (monotonic).
+    pub tail: AtomicU64,
+    _pad2: [u8; 56],
+    owner: UnsafeCell<Owner>,
+}
+
+fn map(bytes: usize) -> *mut u8 {
+    // SAFETY: anonymous private mapping, checked for MAP_FAILED; zero-filled.
+    let p = unsafe {
+        libc::mmap(
+            null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+/// Map the slot table and rings once per process (they are reused by later sessions).
+pub fn map_once() -> bool {
+    if !SLOTS.load(Ordering::Acquire).is_null() {
+        return true;
+    }
+    let slots = map(MAX_SLOTS * std::mem::size_of::<Slot>());
+    let rings = map(MAX_SLOTS * RING_SIZE);
+    if slots.is_null() || rings.is_null() {
+        return false;
+    }
+    RINGS.store(rings, Ordering::Release);
+    SLOTS.store(slots.cast(), Ordering::Release);
+    true
+}
+
+/// Slot `i` (`i < HWM`).
+pub fn slot(i: usize) -> &'static Slot {
+    debug_assert!(i < MAX_SLOTS);
+    // SAFETY: the table was mapped by map_once (before HWM could exceed 0), lives for
+    // the process, and zeroed memory is a valid FREE slot (atomics and plain data).
+    unsafe { &*SLOTS.load(Ordering::Acquire).add(i) }
+}
+
+fn ring(i: usize) -> *mut u8 {
+    // SAFETY: within the rings mapping (i < MAX_SLOTS).
+    unsafe { RINGS.load(Ordering::Acquire).add(i * RING_SIZE) }
+}
+
+/// Mark every slot free (session start/stop, when no thread records).
+pub fn reset_all() {
+    for i in 0..HWM.load(Ordering::Acquire) {
+        let s = slot(i);
+        s.state.store(FREE, Ordering::Release);
+        s.in_flight.store(NONE, Ordering::Relaxed);
+        let h = s.head.load(Ordering::Relaxed);
+        s.tail.store(h, Ordering::Relaxed);
+    }
+}
+
+impl Slot {
+    /// Index of this slot in the table.
+    pub fn index(&self) -> usize {
+        (self as *const Slot as usize - SLOTS.load(Ordering::Relaxed) as usize)
+            / std::mem::size_of::<Slot>()
+    }
+
+    /// The owner's private state.
+    ///
+    /// # Safety
+    /// Only the owning thread may call this, and not while holding another `&mut Owner`.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    pub unsafe fn owner(&self) -> &mut Owner {
+        // SAFETY: guaranteed by the caller: one thread owns the slot.
+        unsafe { &mut *self.owner.get() }
+    }
+
+    /// Announce that a record is coming; false if profiling is not active (then the
+    /// caller must not record).
+    #[inline(always)]
+    pub fn announce(&self) -> bool {
+        self.in_flight
+            .store(SEQ.load(Ordering::Relaxed), Ordering::SeqCst);
+        if session::STATE.load(Ordering::SeqCst) != session::ACTIVE {
+            self.in_flight.store(NONE, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// Take the next global sequence number (after `announce`).
+    #[inline(always)]
+    pub fn next_seq(&self) -> u64 {
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Give up an announced record.
+    #[inline(always)]
+    pub fn abandon(&self) {
+        self.in_flight.store(NONE, Ordering::Release);
+    }
+
+    /// Copy `bytes` into the ring, waiting for the recorder if it is full, publish them
+    /// and clear `in_flight`. If the recorder cannot take them (stopping, or stuck for
+    /// seconds), the record is counted as lost instead.
+    #[inline(always)]
+    pub fn publish(&self, bytes: &[u8]) {
+        let len = bytes.len() as u64;
+        let head = self.head.load(Ordering::Relaxed);
+        let mut spins = 0u32;
+        while head + len - self.tail.load(Ordering::Acquire) > RING_SIZE as u64 {
+            if session::STATE.load(Ordering::Relaxed) != session::ACTIVE || spins > 2_000_000 {
+                LOST.fetch_add(1, Ordering::Relaxed);
+                self.abandon();
+                return;
+            }
+            spins += 1;
+            // SAFETY: sched_yield has no preconditions; this is the rare hand-off wait.
+            unsafe { libc::sched_yield() };
+        }
+        let base = ring(self.index());
+        let pos = (head % RING_SIZE as u64) as usize;
+        let first = bytes.len().min(RING_SIZE - pos);
+        // SAFETY: [pos, pos+first) and [0, len-first) lie inside this slot's ring; the
+        // recorder never reads beyond `head`, which we publish only after the copy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(pos), first);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), base, bytes.len() - first);
+        }
+        self.head.store(head + len, Ordering::Release);
+        self.in_flight.store(NONE, Ordering::Release);
+    }
+
+    /// Recorder side: the published bytes not yet consumed, as up to two slices.
+    ///
+    /// # Safety
+    /// Only the recorder thread may call this and `consume` (single consumer).
+    pub unsafe fn pending(&self) -> (u64, [&[u8]; 2]) {
+        let head = self.head.load(Ordering::Acquire);
+        let tail = self.tail.load(Ordering::Relaxed);
+        let n = (head - tail) as usize;
+        let base = ring(self.index());
+        let pos = (tail % RING_SIZE as u64) as usize;
+        let first = n.min(RING_SIZE - pos);
+        // SAFETY: the bytes in [tail, head) were published with Release and are not
+        // overwritten until `tail` moves past them.
+        unsafe {
+            (
+                head,
+                [
+                    std::slice::from_raw_parts(base.add(pos), first),
+                    std::slice::from_raw_parts(base, n - first),
+                ],
+            )
+        }
+    }
+
+    /// Recorder side: mark bytes up to `head` as written.
+    pub fn consume(&self, head: u64) {
+        self.tail.store(head, Ordering::Release);
+    }
+}
+
+thread_local! {
+    static CURRENT: Cell<*const Slot> = const { Cell::new(std::ptr::null()) };
+    static CURRENT_SESSION: Cell<u32> = const { Cell::new(0) };
+    static EXITED: Cell<bool> = const { Cell::new(false) };
+    static EXIT_HOOK: ExitHook = const { ExitHook };
+}
+
+/// Its destructor runs when the thread exits: the slot is retired so the recorder can
+/// drain it and reuse it.
+struct ExitHook;
+
+impl Drop for ExitHook {
+    fn drop(&mut self) {
+        let Some(_g) = crate::alloc::guard::Guard::enter() else {
+            return;
+        };
+        EXITED.with(|e| e.set(true));
+        let s = CURRENT.with(|c| c.replace(std::ptr::null()));
+        if s.is_null()
+            || CURRENT_SESSION.with(|c| c.get()) != session::SESSION.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        // SAFETY: CURRENT points into the slot table, which lives for the process.
+        let s = unsafe { &*s };
+        crate::alloc::hooks::write_thread_end(s);
+        s.state.store(RETIRED, Ordering::Release);
+    }
+}
+
+/// The calling thread's slot, registering the thread on first use. Must be called with
+/// the reentrancy guard held (registration may allocate). `None` if the table is full.
+#[inline(always)]
+pub fn current() -> Option<&'static Slot> {
+    let s = CURRENT.with(|c| c.get());
+    if !s.is_null() && CURRENT_SESSION.with(|c| c.get()) == session::SESSION.load(Ordering::Relaxed)
+    {
+        // SAFETY: CURRENT points into the slot table, which lives for the process.
+        return Some(unsafe { &*s });
+    }
+    register()
+}
+
+#[cold]
+#[inline(never)]
+fn register() -> Option<&'static Slot> {
+    if SLOTS.load(Ordering::Acquire).is_null() {
+        return None;
+    }
+    let mut found = None;
+    for i in 0..MAX_SLOTS {
+        let s = slot(i);
+        if s.state.load(Ordering::Relaxed) == FREE
+            && s.state
+                .compare_exchange(FREE, ACTIVE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            HWM.fetch_max(i + 1, Ordering::AcqRel);
+            found = Some(s);
+            break;
+        }
+    }
+    let Some(s) = found else {
+        LOST.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    let thread = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    let bounds = crate::stack::bounds::current().unwrap_or_default();
+    // SAFETY: we just won this slot (FREE → ACTIVE); nobody else touches its owner state.
+    let owner = unsafe { s.owner() };
+    owner.stream = StreamState::default();
+    owner.bounds = bounds;
+    owner.next_stack = 1;
+    owner.table_used = 0;
+    owner.table.iter_mut().for_each(|e| *e = (0, 0));
+    let rate = session::SAMPLE_RATE.load(Ordering::Relaxed).max(1);
+    owner.countdown = Countdown::new(
+        (thread as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ s.head.load(Ordering::Relaxed),
+        rate,
+    );
+    s.thread.store(thread, Ordering::Release);
+    CURRENT.with(|c| c.set(s));
+    CURRENT_SESSION.with(|c| c.set(session::SESSION.load(Ordering::Relaxed)));
+    if !EXITED.with(|e| e.get()) {
+        // Touching the hook registers its destructor (may allocate: guard held).
+        let _ = EXIT_HOOK.try_with(|_| ());
+    }
+    crate::alloc::hooks::write_thread_start(s, bounds);
+    Some(s)
+}
+
+/// Thread index of the calling thread's slot (0 if none).
+pub fn current_thread_index() -> u32 {
+    let s = CURRENT.with(|c| c.get());
+    if s.is_null() {
+        0
+    } else {
+        // SAFETY: points into the slot table.
+        unsafe { &*s }.thread.load(Ordering::Relaxed)
+    }
+}
+
+// SAFETY: shared fields are atomics; `owner` is only touched by the owning thread
+// (see `Slot::owner`).
+unsafe impl Sync for Slot {}

@@ -1,0 +1,128 @@
+//! Call-stack capture into a fixed array, without allocating: frame-pointer walking
+//! when the program has frame pointers, `backtrace::trace_unsynchronized` otherwise.
+//!
+//! The frame-pointer walk only follows frame records that lie inside the thread's
+//! stack, above the previous one, so a function built without frame pointers (whose
+//! `rbp` holds some other value) ends the walk instead of faulting.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::bounds::StackBounds;
+
+/// How stacks are captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwinder {
+    /// Walk the chain of saved frame pointers (fast; needs `-C force-frame-pointers=yes`).
+    FramePointers,
+    /// libgcc's DWARF unwinder through the `backtrace` crate (slower, works everywhere).
+    Backtrace,
+}
+
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Choose the unwinder for this process.
+pub fn set(u: Unwinder) {
+    MODE.store(
+        if u == Unwinder::FramePointers { 1 } else { 2 },
+        Ordering::Relaxed,
+    );
+}
+
+/// The unwinder in use.
+pub fn get() -> Unwinder {
+    if MODE.load(Ordering::Relaxed) == 1 {
+        Unwinder::FramePointers
+    } else {
+        Unwinder::Backtrace
+    }
+}
+
+/// The frame pointer of the caller's frame.
+#[inline(always)]
+fn frame_pointer() -> usize {
+    let fp: usize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: reads a register, no memory access, no side effects.
+    unsafe {
+        std::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags));
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: reads a register, no memory access, no side effects.
+    unsafe {
+        std::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags));
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        fp = 0;
+    }
+    fp
+}
+
+/// Walk frame pointers from the caller's frame; returns how many return addresses
+/// were written to `out` (innermost first).
+#[inline(always)]
+pub fn walk_frame_pointers(out: &mut [u64], stack: StackBounds) -> usize {
+    let mut fp = frame_pointer();
+    let mut n = 0;
+    while n < out.len() && fp % std::mem::align_of::<usize>() == 0 && stack.contains(fp, 16) {
+        // SAFETY: `fp..fp+16` lies inside this thread's mapped stack (checked above), so
+        // both words are readable; a frame record is [saved fp, return address].
+        let (next, ret) = unsafe { (*(fp as *const usize), *(fp as *const usize).add(1)) };
+        if ret == 0 {
+            break;
+        }
+        out[n] = ret as u64;
+        n += 1;
+        if next <= fp {
+            break;
+        }
+        fp = next;
+    }
+    n
+}
+
+/// Capture with libgcc's unwinder. Does not allocate in the common case; call with the
+/// reentrancy guard held anyway, since the unwinder may take the loader lock.
+#[inline(never)]
+pub fn walk_backtrace(out: &mut [u64]) -> usize {
+    let mut n = 0;
+    // SAFETY: trace_unsynchronized is unsafe because it must not race with another
+    // unwind on some platforms' non-thread-safe unwinders; libgcc's _Unwind_Backtrace
+    // on Linux is thread-safe, and the callback does not re-enter the unwinder.
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            if n >= out.len() {
+                return false;
+            }
+            out[n] = frame.ip() as u64;
+            n += 1;
+            true
+        });
+    }
+    n
+}
+
+/// Capture the current call stack with the chosen unwinder.
+#[inline(always)]
+pub fn capture(out: &mut [u64], stack: StackBounds) -> usize {
+    match get() {
+        Unwinder::FramePointers => walk_frame_pointers(out, stack),
+        Unwinder::Backtrace => walk_backtrace(out),
+    }
+}
+
+/// Decide whether frame pointers give the same callers as the DWARF unwinder from here:
+/// true if the first return addresses of the frame-pointer walk appear, in order, in
+/// the DWARF backtrace.
+#[inline(never)]
+pub fn frame_pointers_work(stack: StackBounds) -> bool {
+    let mut fp = [0u64; 8];
+    let mut bt = [0u64; 24];
+    let nf = walk_frame_pointers(&mut fp, stack);
+    let nb = walk_backtrace(&mut bt);
+    let want = nf.min(3);
+    if want < 2 {
+        return false;
+    }
+    bt[..nb].windows(want).any(|w| w == &fp[..want])
+}
