@@ -1,1 +1,32 @@
-//! End-to-end tests live in tests/tests/.
+//! Shared pieces of the end-to-end tests: deterministic workloads (run once under the
+//! `dhat` oracle and once under stackheap) and helpers to find the built binaries.
+
+pub mod workload;
+
+use std::path::PathBuf;
+
+/// The directory cargo builds binaries into (`target/debug` for `cargo test`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps dir");
+    if deps.ends_with("deps") {
+        deps.parent().expect("profile dir").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+/// Path of a binary of the workspace, e.g. `stackheap` or the `leak` demo.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.is_file(), "{} is not built; run the tests with `cargo test --workspace`", p.display());
+    p
+}
+
+/// A fresh, empty directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("stackheap-test-{}-{}", name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch dir");
+    d
+}

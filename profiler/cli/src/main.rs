@@ -1,1 +1,164 @@
-fn main() {}
+//! `stackheap`: run a program under the profiler, turn traces into reports.
+//!
+//! The CLI owns processes, files, logging and exit codes; the work itself is done by
+//! the `stackheap` (trace format) and `stackheap-report` libraries.
+
+mod demo;
+mod run;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use stackheap_report::{AnalyzeOptions, FlameKind, RenderOptions};
+
+/// Stack-and-heap usage profiler.
+#[derive(Parser, Debug)]
+#[command(name = "stackheap", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a program that links stackheap, record its trace, write and print the report.
+    Run(run::RunArgs),
+    /// Write the report (summary, flamegraphs, timeline) of a trace.
+    Report {
+        /// The trace file.
+        trace: PathBuf,
+        /// Output directory [default: the trace's directory].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write one flamegraph (SVG, or folded lines with --folded) of a trace.
+    Flamegraph {
+        /// The trace file.
+        trace: PathBuf,
+        /// What the widths measure.
+        #[arg(long, default_value = "alloc-bytes", value_parser = ["alloc-bytes", "alloc-count", "peak", "leaked"])]
+        kind: String,
+        /// Write folded stack lines instead of SVG.
+        #[arg(long)]
+        folded: bool,
+        /// Output file [default: standard output].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Print a trace one record a line.
+    Dump {
+        /// The trace file.
+        trace: PathBuf,
+    },
+    /// Run the demo programs under the profiler and write their reports.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // One line: clap's first line without its "error: " prefix.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("stackheap: error: {} (see stackheap --help)", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    match dispatch(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("stackheap: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Run(args) => run::run(args),
+        Command::Report { trace, out } => {
+            let out = out.unwrap_or_else(|| trace.parent().map(Path::to_path_buf).unwrap_or_default());
+            let out = if out.as_os_str().is_empty() { PathBuf::from(".") } else { out };
+            let analysis = analyze(&trace)?;
+            let files = write_report(&analysis, &out)?;
+            print!("{}", stackheap_report::summary_text(&analysis));
+            print_files(&files);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flamegraph { trace, kind, folded, output } => {
+            let kind: FlameKind = kind.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let analysis = analyze(&trace)?;
+            let mut bytes = Vec::new();
+            stackheap_report::render_flamegraph(&analysis, kind, folded, &mut bytes)?;
+            match output {
+                Some(p) => write_atomically(&p, &bytes)?,
+                None => std::io::stdout().write_all(&bytes).context("writing to standard output")?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dump { trace } => dump(&trace),
+        Command::Demo(args) => demo::demo(args),
+    }
+}
+
+/// Read and analyze a trace, with the path in any error.
+pub(crate) fn analyze(trace: &Path) -> Result<stackheap_report::Analysis> {
+    stackheap_report::analyze_path(trace, &AnalyzeOptions::default()).with_context(|| format!("{}", trace.display()))
+}
+
+/// Write every report file into `out`.
+pub(crate) fn write_report(a: &stackheap_report::Analysis, out: &Path) -> Result<Vec<PathBuf>> {
+    stackheap_report::write_report(a, out, &RenderOptions::default())
+        .with_context(|| format!("writing the report to {}", out.display()))
+}
+
+pub(crate) fn print_files(files: &[PathBuf]) {
+    println!("\nwritten:");
+    for f in files {
+        println!("  {}", f.display());
+    }
+}
+
+/// Write a file through a temporary name and a rename, so a reader never sees half of it.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn dump(trace: &Path) -> Result<ExitCode> {
+    use stackheap::format::reader::TraceReader;
+    let mut r = TraceReader::open(trace).with_context(|| format!("{}", trace.display()))?;
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    let h = r.header().clone();
+    writeln!(out, "header pid={} exe={:?} argv={:?} sample_rate={} page_size={} flags={:#x} start_unix_ns={}", h.pid, h.exe, h.argv, h.sample_rate, h.page_size, h.flags, h.start_unix_ns)?;
+    let mut n = 0u64;
+    while let Some(e) = r.next_event().with_context(|| format!("{}", trace.display()))? {
+        n += 1;
+        match writeln!(out, "{e:?}") {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+            r => r?,
+        }
+    }
+    let s = r.status();
+    match s.truncated_at {
+        Some(at) => writeln!(out, "end: {n} events; truncated at byte {at}")?,
+        None if !s.has_trailer => writeln!(out, "end: {n} events; no trailer (the program did not stop profiling cleanly)")?,
+        None => writeln!(out, "end: {n} events; complete")?,
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

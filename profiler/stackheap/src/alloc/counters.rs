@@ -20,6 +20,8 @@ pub(crate) static PEAK_TIME_NS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static FAILED: AtomicU64 = AtomicU64::new(0);
 /// Events that could not be recorded (buffer hand-off failed, too many threads).
 pub(crate) static LOST: AtomicU64 = AtomicU64::new(0);
+/// Allocations the profiler itself made while profiling (not counted above).
+pub static OWN_ALLOCS: AtomicU64 = AtomicU64::new(0);
 /// Nanoseconds since the session start, refreshed by the recorder every round; the hot
 /// path reads it instead of calling the clock.
 pub(crate) static NOW_NS: AtomicU64 = AtomicU64::new(0);

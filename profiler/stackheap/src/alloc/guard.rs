@@ -14,6 +14,27 @@ use std::cell::Cell;
 
 thread_local! {
     static HELD: Cell<bool> = const { Cell::new(false) };
+    static PROBE: Cell<u8> = const { Cell::new(0) };
+}
+
+/// Check that allocations reach the profiler's hooks (that `StackHeap` is the global
+/// allocator) without counting anything: a probe allocation made while the guard is
+/// held is seen by the hook's "own allocation" branch only.
+pub fn probe_installed() -> bool {
+    let _g = Guard::enter();
+    PROBE.with(|p| p.set(1));
+    drop(std::hint::black_box(Box::new(0u64)));
+    PROBE.with(|p| p.replace(0)) == 2
+}
+
+/// Called by the hooks for an allocation made under the guard.
+#[inline]
+pub(crate) fn saw_probe() {
+    PROBE.with(|p| {
+        if p.get() == 1 {
+            p.set(2)
+        }
+    });
 }
 
 /// RAII holder of this thread's guard; dropping it releases the guard if it took it.

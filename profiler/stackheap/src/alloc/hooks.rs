@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::counters;
-use super::guard::Guard;
+use super::guard::{self, Guard};
 use crate::format::encode::{self, MAX_EVENT_RECORD, MAX_FRAMES, MAX_STACK_RECORD};
 use crate::format::varint::SliceWriter;
 use crate::record::session::{self, ACTIVE, SAMPLE_RATE, STATE, UNINIT};
@@ -89,13 +89,25 @@ fn depth(bounds: StackBounds) -> u64 {
     bounds.high.saturating_sub(stack::current_sp()) as u64
 }
 
+/// The profiler's own allocation (guard held): not counted, but tallied so tests can
+/// check the profiler does not allocate per event.
+#[cold]
+#[inline(never)]
+fn own_allocation() {
+    counters::OWN_ALLOCS.fetch_add(1, Relaxed);
+    guard::saw_probe();
+}
+
 /// After the inner allocator returned `ptr` for `size` bytes.
 #[inline(always)]
 pub fn after_alloc(ptr: *mut u8, size: usize) {
     if !active() {
         return;
     }
-    let Some(_g) = Guard::enter() else { return };
+    let Some(_g) = Guard::enter() else {
+        own_allocation();
+        return;
+    };
     if ptr.is_null() {
         failed(size);
         return;

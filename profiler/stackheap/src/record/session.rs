@@ -39,6 +39,9 @@ pub static SAMPLE_RATE: AtomicU64 = AtomicU64::new(1);
 static SAMPLED: SampledSet = SampledSet::new();
 static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
 static AT_EXIT_REGISTERED: AtomicBool = AtomicBool::new(false);
+/// Pid of the process that runs the session: a forked child does not (it has no
+/// recorder thread), so it turns dormant and never joins or writes.
+static SESSION_PID: AtomicU32 = AtomicU32::new(0);
 
 struct Running {
     recorder: recorder::Handle,
@@ -226,10 +229,15 @@ pub fn start(cfg: &SessionConfig) -> Result<(), Error> {
         source,
     })?;
     *running = Some(Running { recorder: handle });
+    SESSION_PID.store(std::process::id(), Ordering::Release);
     STATE.store(ACTIVE, Ordering::SeqCst);
     if !AT_EXIT_REGISTERED.swap(true, Ordering::AcqRel) {
-        // SAFETY: registering a plain extern "C" fn; atexit copies the pointer.
-        unsafe { libc::atexit(at_exit) };
+        // SAFETY: registering plain extern "C" fns; atexit and pthread_atfork copy the
+        // pointers.
+        unsafe {
+            libc::atexit(at_exit);
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
     }
     Ok(())
 }
@@ -246,6 +254,11 @@ pub fn stop() -> Result<(), Error> {
     let Some(run) = running.take() else {
         return Err(Error::NotRunning);
     };
+    if SESSION_PID.load(Ordering::Acquire) != std::process::id() {
+        // A forked child: the recorder thread is the parent's.
+        std::mem::forget(run);
+        return Err(Error::NotRunning);
+    }
     STATE.store(STOPPING, Ordering::SeqCst);
     // Wait for records already announced to be published (or abandoned).
     for i in 0..slots::HWM.load(Ordering::Acquire) {
@@ -260,7 +273,16 @@ pub fn stop() -> Result<(), Error> {
     result.map_err(Error::Write)
 }
 
+/// In a forked child: the recorder thread does not exist here, so stop recording. The
+/// parent's trace stays the parent's. (Only an atomic store: async-signal-safe.)
+extern "C" fn after_fork_in_child() {
+    STATE.store(DORMANT, Ordering::SeqCst);
+}
+
 extern "C" fn at_exit() {
+    if SESSION_PID.load(Ordering::Acquire) != std::process::id() {
+        return;
+    }
     if is_active() {
         if let Err(e) = stop() {
             say(&format!("{e}"));

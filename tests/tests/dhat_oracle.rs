@@ -1,0 +1,56 @@
+//! Exactness against an oracle: the same workload under `dhat::Alloc` (this process)
+//! and under stackheap (the `sh_workload` binary) must give identical counters.
+
+use std::process::Command;
+
+use stackheap::format::reader::TraceReader;
+use stackheap::format::Event;
+use stackheap_tests::{bin, scratch, workload};
+
+#[global_allocator]
+static GLOBAL: dhat::Alloc = dhat::Alloc;
+
+#[test]
+fn counters_equal_dhat_heap_stats() {
+    // The oracle.
+    let dhat_stats = {
+        let _p = dhat::Profiler::builder().testing().build();
+        workload::known_shape();
+        dhat::HeapStats::get()
+    };
+
+    // stackheap on the same workload.
+    let dir = scratch("dhat");
+    let trace = dir.join("known.trace");
+    let out = Command::new(bin("sh_workload")).arg("known").arg(&trace).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // 1. The exact in-process counters (trailer).
+    let mut r = TraceReader::open(&trace).unwrap();
+    let mut trailer = None;
+    while let Some(e) = r.next_event().unwrap() {
+        if let Event::Trailer { counters, lost } = e {
+            trailer = Some((counters, lost));
+        }
+    }
+    let (c, lost) = trailer.expect("trailer");
+    assert_eq!(lost, 0);
+    assert_eq!(c.total_allocs, dhat_stats.total_blocks, "total blocks");
+    assert_eq!(c.total_bytes, dhat_stats.total_bytes, "total bytes");
+    assert_eq!(c.peak_bytes, dhat_stats.max_bytes as u64, "peak bytes");
+    assert_eq!(c.peak_blocks, dhat_stats.max_blocks as u64, "peak blocks");
+    assert_eq!(c.live_bytes, dhat_stats.curr_bytes as i64, "leaked bytes");
+    assert_eq!(c.live_blocks, dhat_stats.curr_blocks as i64, "leaked blocks");
+
+    // 2. The report, computed from the events alone.
+    let a = stackheap_report::analyze_path(&trace, &Default::default()).unwrap();
+    let j = stackheap_report::summary_json(&a);
+    let get = |p: &str| j.pointer(p).and_then(|v| v.as_u64()).unwrap_or_else(|| panic!("{p} missing in {j}"));
+    assert_eq!(get("/heap/total_allocs"), dhat_stats.total_blocks);
+    assert_eq!(get("/heap/total_bytes"), dhat_stats.total_bytes);
+    assert_eq!(get("/heap/peak_bytes"), dhat_stats.max_bytes as u64);
+    assert_eq!(get("/heap/peak_blocks"), dhat_stats.max_blocks as u64);
+    assert_eq!(get("/heap/leaked_bytes"), dhat_stats.curr_bytes as u64);
+    assert_eq!(get("/heap/leaked_blocks"), dhat_stats.curr_blocks as u64);
+    assert_eq!(get("/heap/total_frees"), c.total_frees);
+}

@@ -1,0 +1,24 @@
+//! The hot path allocates nothing: the profiler's own allocations during a run of a
+//! million allocations stay bounded and do not grow with the number of events.
+
+use std::process::Command;
+
+use stackheap_tests::{bin, scratch};
+
+fn own_allocs(n: usize) -> u64 {
+    let dir = scratch(&format!("hot-{n}"));
+    let out = Command::new(bin("sh_workload")).arg("many").arg(dir.join("t.trace")).arg(n.to_string()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = String::from_utf8_lossy(&out.stdout);
+    s.trim().strip_prefix("own_allocs=").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("bad output {s:?}"))
+}
+
+#[test]
+fn profiler_allocations_do_not_scale_with_events() {
+    let small = own_allocs(10_000);
+    let large = own_allocs(1_000_000);
+    // 2 million events (alloc + free) recorded; the profiler's own allocations are a
+    // start-up cost of a few hundred, not one per event (or per 1000 events).
+    assert!(large < 2_000, "profiler made {large} allocations of its own for 2e6 events");
+    assert!(large < small + 1_000, "own allocations grew with events: {small} for 2e4 events, {large} for 2e6");
+}
