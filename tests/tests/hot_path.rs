@@ -18,7 +18,7 @@ fn profiler_allocations_do_not_scale_with_events() {
     let small = own_allocs(10_000);
     let large = own_allocs(1_000_000);
     // 2 million events (alloc + free) recorded; the profiler's own allocations are a
-    // start-up cost of a few hundred, not one per event (or per 1000 events).
-    assert!(large < 2_000, "profiler made {large} allocations of its own for 2e6 events");
-    assert!(large < small + 1_000, "own allocations grew with events: {small} for 2e4 events, {large} for 2e6");
+    // small start-up cost, not one per event, per round of the recorder, or per buffer.
+    assert!(large < 200, "profiler made {large} allocations of its own for 2e6 events");
+    assert!(large <= small + 20, "own allocations grew with events: {small} for 2e4 events, {large} for 2e6");
 }

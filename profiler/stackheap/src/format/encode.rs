@@ -184,19 +184,22 @@ pub mod global {
         out.extend_from_slice(body);
     }
 
-    fn body(cap: usize, f: impl FnOnce(&mut SliceWriter<'_>)) -> Vec<u8> {
-        let mut v = vec![0u8; cap];
-        let mut w = SliceWriter::new(&mut v);
+    /// Encode a small body in a stack array and append it (no allocation but the
+    /// output's growth).
+    fn small(out: &mut Vec<u8>, k: u8, f: impl FnOnce(&mut SliceWriter<'_>)) {
+        let mut scratch = [0u8; 160];
+        let mut w = SliceWriter::new(&mut scratch);
         f(&mut w);
         let n = w.len();
-        v.truncate(n);
-        v
+        push(out, k, &scratch[..n]);
     }
 
     /// Append a Module record.
     pub fn module(out: &mut Vec<u8>, m: &Module) {
         let cap = 64 + m.path.len() + m.build_id.len() + m.segments.len() * 20;
-        let b = body(cap, |w| {
+        let mut v = vec![0u8; cap];
+        let mut w = SliceWriter::new(&mut v);
+        {
             w.str(m.path.as_bytes());
             w.uvar(m.bias);
             w.uvar(m.segments.len() as u64);
@@ -205,27 +208,26 @@ pub mod global {
                 w.uvar(l);
             }
             w.str(&m.build_id);
-        });
-        push(out, kind::MODULE, &b);
+        }
+        let n = w.len();
+        push(out, kind::MODULE, &v[..n]);
     }
 
     /// Append a Round record.
     pub fn round(out: &mut Vec<u8>, time_ns: u64, seq: u64, watermark: u64) {
-        let b = body(32, |w| {
+        small(out, kind::ROUND, |w| {
             w.uvar(time_ns);
             w.uvar(seq);
             w.uvar(watermark);
         });
-        push(out, kind::ROUND, &b);
     }
 
     /// Append an Rss record.
     pub fn rss(out: &mut Vec<u8>, time_ns: u64, rss_bytes: u64) {
-        let b = body(24, |w| {
+        small(out, kind::RSS, |w| {
             w.uvar(time_ns);
             w.uvar(rss_bytes);
         });
-        push(out, kind::RSS, &b);
     }
 
     fn counters_body(w: &mut SliceWriter<'_>, c: &Counters) {
@@ -243,22 +245,19 @@ pub mod global {
 
     /// Append a Counters record.
     pub fn counters(out: &mut Vec<u8>, c: &Counters) {
-        let b = body(128, |w| counters_body(w, c));
-        push(out, kind::COUNTERS, &b);
+        small(out, kind::COUNTERS, |w| counters_body(w, c));
     }
 
     /// Append a Lost record.
     pub fn lost(out: &mut Vec<u8>, count: u64) {
-        let b = body(12, |w| w.uvar(count));
-        push(out, kind::LOST, &b);
+        small(out, kind::LOST, |w| w.uvar(count));
     }
 
     /// Append the Trailer record.
     pub fn trailer(out: &mut Vec<u8>, c: &Counters, lost: u64) {
-        let b = body(140, |w| {
+        small(out, kind::TRAILER, |w| {
             counters_body(w, c);
             w.uvar(lost);
         });
-        push(out, kind::TRAILER, &b);
     }
 }
