@@ -1,1 +1,483 @@
-//! placeholder
+//! stackheap reports: one streaming pass over a trace into aggregators, offline
+//! symbolization, then renderers (text and JSON summaries, flamegraphs, a timeline).
+//!
+//! Everything here is a pure function of the event stream: it never touches the
+//! profiled process.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use stackheap_report::{analyze_path, write_report, AnalyzeOptions, RenderOptions};
+//!
+//! let a = analyze_path(Path::new("app.trace"), &AnalyzeOptions::default())?;
+//! print!("{}", stackheap_report::summary_text(&a));
+//! write_report(&a, Path::new("report"), &RenderOptions::default())?;
+//! # Ok::<(), stackheap_report::ReportError>(())
+//! ```
+//!
+//! **Exact and estimated figures.** In full mode (sample rate 1) every allocation is
+//! in the trace and every figure is exact, computed from the events. When sampled,
+//! the totals come from the exact in-process counters (trailer, or the last periodic
+//! counters record if the process died) and per-site figures are unbiased estimates.
+
+pub mod analyze;
+pub mod render;
+pub mod symbolize;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use stackheap::format::reader::{ReadError, ReadStatus, TraceReader};
+use stackheap::format::{Counters, Header};
+
+use analyze::{Aggregates, Analyzer, EventTotals, ThreadStats};
+pub use render::{render_flamegraph, write_report, FlameKind, RenderOptions};
+pub use render::{summary_json::summary_json, summary_text::summary_text};
+pub use symbolize::Frame;
+
+/// Why a report could not be made. Messages are one line; the cause is in `source()`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// The trace could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The trace file could not be read.
+    #[error("cannot read trace {path}")]
+    Trace {
+        /// The trace file.
+        path: PathBuf,
+        /// Why.
+        source: ReadError,
+    },
+    /// An output file or directory could not be written.
+    #[error("cannot write {path}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A renderer failed.
+    #[error("cannot render {0}")]
+    Render(String),
+    /// Writing to a caller's output stream failed.
+    #[error("cannot write the output")]
+    Output(#[source] std::io::Error),
+}
+
+/// How to analyze a trace; the CLI maps its flags onto these fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AnalyzeOptions {
+    /// Resolve return addresses to function names (default true). When false, frames
+    /// print as addresses.
+    pub symbolize: bool,
+    /// Most buckets in each timeline series (default 2000); the maximum of each bucket
+    /// is kept, so the peak is never lost.
+    pub max_timeline_points: usize,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> Self {
+        AnalyzeOptions {
+            symbolize: true,
+            max_timeline_points: 2000,
+        }
+    }
+}
+
+/// The traced program, from the trace header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Program {
+    /// Process id.
+    pub pid: u32,
+    /// Executable path.
+    pub exe: String,
+    /// Command line.
+    pub argv: Vec<String>,
+    /// Wall-clock start, ns since the Unix epoch.
+    pub start_unix_ns: u64,
+}
+
+/// What the reader found about the trace's integrity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceInfo {
+    /// Bytes of the trace that were usable.
+    pub valid_bytes: u64,
+    /// Where the usable part ends when the file is cut short or damaged.
+    pub truncated_at: Option<u64>,
+    /// A trailer was found: the program stopped profiling cleanly.
+    pub complete: bool,
+    /// Events the recorder could not record.
+    pub lost_events: u64,
+    /// Events that arrived after their place in the merge (used slightly out of order).
+    pub late_events: u64,
+    /// Records of unknown kinds skipped.
+    pub skipped_records: u64,
+}
+
+/// Where the heap totals of an [`Analysis`] come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TotalsSource {
+    /// Counted from the events (full mode: exact).
+    Events,
+    /// The trailer's exact in-process counters (sampled mode, clean stop).
+    Trailer,
+    /// The last periodic counters record (sampled mode, the process did not stop cleanly).
+    Counters,
+    /// Estimated from the sampled events (sampled mode without any counters record).
+    Estimated,
+}
+
+/// Heap totals of the whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapTotals {
+    /// Allocations, reallocs included.
+    pub total_allocs: u64,
+    /// Frees, reallocs included.
+    pub total_frees: u64,
+    /// Bytes allocated, realloc new sizes included.
+    pub total_bytes: u64,
+    /// Highest live heap, bytes.
+    pub peak_bytes: u64,
+    /// Live blocks at that moment.
+    pub peak_blocks: u64,
+    /// When, ns since start.
+    pub peak_time_ns: u64,
+    /// Live at the end: bytes never freed.
+    pub leaked_bytes: u64,
+    /// Blocks never freed.
+    pub leaked_blocks: u64,
+    /// Frees of blocks not seen allocated (allocated before profiling started).
+    pub frees_unknown: u64,
+    /// Allocations the allocator answered with null.
+    pub failed_allocs: u64,
+    /// Where these figures come from.
+    pub source: TotalsSource,
+}
+
+/// One call stack and what it allocated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    /// Stack id in the trace (0 = recorded without a stack).
+    pub stack: u32,
+    /// Symbolized frames, innermost first, allocator and runtime frames trimmed.
+    pub frames: Vec<Frame>,
+    /// Bytes allocated here (estimated when sampled).
+    pub alloc_bytes: u64,
+    /// Allocations made here (estimated when sampled).
+    pub alloc_count: u64,
+    /// Bytes live at the global peak.
+    pub peak_bytes: u64,
+    /// Blocks live at the global peak.
+    pub peak_blocks: u64,
+    /// Bytes still live at the end.
+    pub leaked_bytes: u64,
+    /// Blocks still live at the end.
+    pub leaked_blocks: u64,
+}
+
+/// Downsampled series for the timeline chart: `(time_ns, bytes)` in time order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Timeline {
+    /// Live heap bytes (from the events in full mode, from counters records when sampled).
+    pub heap: Vec<(u64, u64)>,
+    /// Resident set size samples.
+    pub rss: Vec<(u64, u64)>,
+}
+
+/// Everything a report shows, computed once from a trace.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// The traced program.
+    pub program: Program,
+    /// Mean bytes between sampled allocations; 1 = every allocation recorded.
+    pub sample_rate: u64,
+    /// Trace integrity.
+    pub trace: TraceInfo,
+    /// Heap totals (exact; see [`HeapTotals::source`]).
+    pub heap: HeapTotals,
+    /// Totals counted from the events (equal to `heap` in full mode).
+    pub events: EventTotals,
+    /// The trailer's counters, if the process stopped cleanly.
+    pub trailer: Option<Counters>,
+    /// The last periodic counters record.
+    pub last_counters: Option<Counters>,
+    /// Problems worth a line in the summary (e.g. trailer and events disagree).
+    pub warnings: Vec<String>,
+    /// Duration covered by the trace, ns.
+    pub duration_ns: u64,
+    /// Highest RSS sample, bytes (0 if none).
+    pub rss_peak_bytes: u64,
+    /// Threads in order of appearance.
+    pub threads: Vec<ThreadStats>,
+    /// Every site, by allocated bytes (largest first).
+    pub sites: Vec<Site>,
+    /// Series for the timeline chart.
+    pub timeline: Timeline,
+}
+
+impl Analysis {
+    /// True when the trace was sampled and per-site figures are estimates.
+    pub fn sampled(&self) -> bool {
+        self.sample_rate > 1
+    }
+
+    /// Sites that still hold memory at the end, by leaked bytes (largest first).
+    pub fn leaks(&self) -> Vec<&Site> {
+        let mut v: Vec<&Site> = self.sites.iter().filter(|s| s.leaked_bytes > 0).collect();
+        v.sort_by(|a, b| {
+            b.leaked_bytes
+                .cmp(&a.leaked_bytes)
+                .then(a.stack.cmp(&b.stack))
+        });
+        v
+    }
+}
+
+/// Read a trace file once, then symbolize.
+pub fn analyze_path(path: &Path, opts: &AnalyzeOptions) -> Result<Analysis, ReportError> {
+    let wrap = |source| ReportError::Trace {
+        path: path.to_path_buf(),
+        source,
+    };
+    let reader = TraceReader::open(path).map_err(wrap)?;
+    analyze_reader(reader, opts).map_err(|e| match e {
+        ReportError::Read(source) => wrap(source),
+        e => e,
+    })
+}
+
+/// Stream a trace through the aggregators, then symbolize the sites.
+pub fn analyze_reader<R: Read>(
+    mut reader: TraceReader<R>,
+    opts: &AnalyzeOptions,
+) -> Result<Analysis, ReportError> {
+    let header = reader.header().clone();
+    let mut an = Analyzer::new(header.sample_rate, opts.max_timeline_points);
+    while let Some(e) = reader.next_event()? {
+        an.event(&e);
+    }
+    let status = reader.status().clone();
+    Ok(build(&header, &status, an.finish(), opts))
+}
+
+fn counters_totals(c: &Counters, source: TotalsSource, frees_unknown: u64) -> HeapTotals {
+    HeapTotals {
+        total_allocs: c.total_allocs,
+        total_frees: c.total_frees,
+        total_bytes: c.total_bytes,
+        peak_bytes: c.peak_bytes,
+        peak_blocks: c.peak_blocks,
+        peak_time_ns: c.peak_time_ns,
+        leaked_bytes: c.live_bytes.max(0) as u64,
+        leaked_blocks: c.live_blocks.max(0) as u64,
+        frees_unknown,
+        failed_allocs: c.failed_allocs,
+        source,
+    }
+}
+
+/// Fields where the trailer and the events disagree, as `name trailer vs events`.
+fn cross_check(trailer: &Counters, ev: &EventTotals) -> Vec<String> {
+    let e = ev.as_counters();
+    let mut v = Vec::new();
+    let mut cmp = |name: &str, t: i128, x: i128| {
+        if t != x {
+            v.push(format!("{name} {t} (trailer) vs {x} (events)"));
+        }
+    };
+    cmp(
+        "total_allocs",
+        trailer.total_allocs.into(),
+        e.total_allocs.into(),
+    );
+    cmp(
+        "total_frees",
+        trailer.total_frees.into(),
+        e.total_frees.into(),
+    );
+    cmp(
+        "total_bytes",
+        trailer.total_bytes.into(),
+        e.total_bytes.into(),
+    );
+    cmp("live_bytes", trailer.live_bytes.into(), e.live_bytes.into());
+    cmp(
+        "live_blocks",
+        trailer.live_blocks.into(),
+        e.live_blocks.into(),
+    );
+    cmp("peak_bytes", trailer.peak_bytes.into(), e.peak_bytes.into());
+    cmp(
+        "failed_allocs",
+        trailer.failed_allocs.into(),
+        e.failed_allocs.into(),
+    );
+    v
+}
+
+fn build(header: &Header, status: &ReadStatus, agg: Aggregates, opts: &AnalyzeOptions) -> Analysis {
+    let sampled = agg.sample_rate > 1;
+    let ev = agg.events;
+    let trailer = agg.trailer.map(|(c, _)| c);
+    let lost = agg.trailer.map_or(0, |(_, l)| l).max(agg.lost);
+    let mut warnings = Vec::new();
+
+    let heap = if !sampled {
+        HeapTotals {
+            total_allocs: ev.total_allocs,
+            total_frees: ev.total_frees,
+            total_bytes: ev.total_bytes,
+            peak_bytes: ev.peak_bytes,
+            peak_blocks: ev.peak_blocks,
+            peak_time_ns: ev.peak_time_ns,
+            leaked_bytes: ev.live_bytes,
+            leaked_blocks: ev.live_blocks,
+            frees_unknown: ev.frees_unknown,
+            failed_allocs: ev.failed_allocs,
+            source: TotalsSource::Events,
+        }
+    } else if let Some(t) = &trailer {
+        counters_totals(t, TotalsSource::Trailer, ev.frees_unknown)
+    } else if let Some(c) = &agg.last_counters {
+        counters_totals(c, TotalsSource::Counters, ev.frees_unknown)
+    } else {
+        let est = |f: f64| f.round() as u64;
+        let (alloc, live) = agg.sites.iter().fold(
+            (analyze::Tally::default(), analyze::Tally::default()),
+            |(mut a, mut l), (_, s)| {
+                a.est_bytes += s.alloc.est_bytes;
+                a.est_blocks += s.alloc.est_blocks;
+                l.est_bytes += s.curr.est_bytes;
+                l.est_blocks += s.curr.est_blocks;
+                (a, l)
+            },
+        );
+        HeapTotals {
+            total_allocs: est(alloc.est_blocks),
+            total_frees: est(alloc.est_blocks - live.est_blocks),
+            total_bytes: est(alloc.est_bytes),
+            peak_bytes: est(agg.peak.tally.est_bytes),
+            peak_blocks: est(agg.peak.tally.est_blocks),
+            peak_time_ns: agg.peak.time_ns,
+            leaked_bytes: est(live.est_bytes),
+            leaked_blocks: est(live.est_blocks),
+            frees_unknown: ev.frees_unknown,
+            failed_allocs: ev.failed_allocs,
+            source: TotalsSource::Estimated,
+        }
+    };
+
+    if !sampled {
+        if let Some(t) = &trailer {
+            let diffs = cross_check(t, &ev);
+            if !diffs.is_empty() {
+                warnings.push(format!(
+                    "the trailer's counters differ from the recorded events: {}",
+                    diffs.join(", ")
+                ));
+            }
+        }
+        if ev.frees_unknown > 0 {
+            warnings.push(format!(
+                "{} frees of blocks allocated before profiling started (not counted in the live heap)",
+                ev.frees_unknown
+            ));
+        }
+    }
+    if ev.addr_reused > 0 {
+        warnings.push(format!(
+            "{} allocations reused an address still live in the trace (a free was not recorded)",
+            ev.addr_reused
+        ));
+    }
+
+    let mut sym = opts
+        .symbolize
+        .then(|| symbolize::Symbolizer::new(&agg.modules));
+    let mut sites: Vec<Site> = agg
+        .sites
+        .iter()
+        .map(|(id, s)| {
+            let frames = match (id, agg.stacks.get(&id)) {
+                (0, _) => vec![plain_frame("[no stack]".into())],
+                (_, None) => vec![plain_frame(format!("[unknown stack {id}]"))],
+                (_, Some(addrs)) => match &mut sym {
+                    Some(sym) => sym.stack(addrs),
+                    None => addrs
+                        .iter()
+                        .map(|a| plain_frame(format!("{a:#x}")))
+                        .collect(),
+                },
+            };
+            let (alloc_bytes, alloc_count) = s.alloc.value(sampled);
+            let (peak_bytes, peak_blocks) = s.at_peak.value(sampled);
+            let (leaked_bytes, leaked_blocks) = s.curr.value(sampled);
+            Site {
+                stack: id,
+                frames,
+                alloc_bytes,
+                alloc_count,
+                peak_bytes,
+                peak_blocks,
+                leaked_bytes,
+                leaked_blocks,
+            }
+        })
+        .collect();
+    sites.sort_by(|a, b| {
+        b.alloc_bytes
+            .cmp(&a.alloc_bytes)
+            .then(a.stack.cmp(&b.stack))
+    });
+
+    let duration_ns = agg
+        .end_ns
+        .max(trailer.map_or(0, |t| t.time_ns))
+        .max(heap.peak_time_ns);
+
+    Analysis {
+        program: Program {
+            pid: header.pid,
+            exe: header.exe.clone(),
+            argv: header.argv.clone(),
+            start_unix_ns: header.start_unix_ns,
+        },
+        sample_rate: agg.sample_rate,
+        trace: TraceInfo {
+            valid_bytes: status.valid_bytes,
+            truncated_at: status.truncated_at,
+            complete: status.has_trailer,
+            lost_events: lost,
+            late_events: status.late_events,
+            skipped_records: status.skipped_records,
+        },
+        heap,
+        events: ev,
+        trailer,
+        last_counters: agg.last_counters,
+        warnings,
+        duration_ns,
+        rss_peak_bytes: agg.rss_peak,
+        threads: agg.threads,
+        sites,
+        timeline: Timeline {
+            heap: if agg.heap_series.samples() == 0 {
+                agg.est_heap_series.points()
+            } else {
+                agg.heap_series.points()
+            },
+            rss: agg.rss_series.points(),
+        },
+    }
+}
+
+fn plain_frame(name: String) -> Frame {
+    Frame {
+        name,
+        file: None,
+        line: None,
+    }
+}

@@ -1,5 +1,6 @@
 //! The test workloads under stackheap, profiled from code around the workload only (as
-//! the dhat oracle measures it). Usage: `sh_workload known|threads|many TRACE [N]`.
+//! the dhat oracle measures it). Usage: `sh_workload known|threads|many|plain TRACE [N] [SAMPLE]`
+//! (`plain` runs `many` without profiling).
 //! Prints `own_allocs=N` (the profiler's own allocations during the run).
 
 #[global_allocator]
@@ -14,6 +15,11 @@ fn main() {
     let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let sample: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);
     let own_before = stackheap::alloc::counters::OWN_ALLOCS.load(std::sync::atomic::Ordering::Relaxed);
+    if args[1] == "plain" {
+        // The same loop with stackheap installed but dormant: the baseline.
+        stackheap_tests::workload::many(n);
+        return;
+    }
     let profiler = stackheap::Profiler::builder()
         .trace_path(&args[2])
         .sample_rate(sample)

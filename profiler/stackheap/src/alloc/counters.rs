@@ -1,23 +1,75 @@
-//! Exact counters, shared by all threads: atomics only, no lock.
+//! Exact counters without a lock.
 //!
-//! Totals are plain `fetch_add`s. The peak is a `fetch_max` taken only when the new live
-//! total reaches the last known peak; `peak_blocks` and `peak_time_ns` are stored beside
-//! it and are exact when one thread allocates (with several threads they belong to a
-//! peak within a few instructions of the true one).
+//! Totals (allocations, frees, bytes, failures) are per thread: each thread adds to its
+//! own slot's counters with plain stores (no locked instruction), and readers sum the
+//! slots. Live bytes and blocks are global atomics, because the peak of the *process*
+//! heap needs one order of all changes: one `fetch_add` each per allocation and free.
+//! The peak is a `fetch_max` taken only when the new live total reaches the last known
+//! peak; `peak_blocks` and `peak_time_ns` stored beside it are exact when one thread
+//! allocates (with several, they belong to a peak a few instructions from the true one).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::format::Counters;
+use crate::record::slots;
 
-pub(crate) static TOTAL_ALLOCS: AtomicU64 = AtomicU64::new(0);
-pub(crate) static TOTAL_FREES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static TOTAL_BYTES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
-pub(crate) static LIVE_BLOCKS: AtomicI64 = AtomicI64::new(0);
-pub(crate) static PEAK_BYTES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static PEAK_BLOCKS: AtomicU64 = AtomicU64::new(0);
-pub(crate) static PEAK_TIME_NS: AtomicU64 = AtomicU64::new(0);
-pub(crate) static FAILED: AtomicU64 = AtomicU64::new(0);
+/// Totals of one thread (or of threads without a slot), written by one owner only.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct Totals {
+    /// Allocations (reallocs included).
+    pub allocs: AtomicU64,
+    /// Frees (reallocs included).
+    pub frees: AtomicU64,
+    /// Bytes allocated (reallocs: new size).
+    pub bytes: AtomicU64,
+    /// Failed allocations.
+    pub failed: AtomicU64,
+}
+
+#[inline(always)]
+fn bump(a: &AtomicU64, d: u64) {
+    // Owner-only counter: a plain load and store, no locked instruction.
+    a.store(a.load(Relaxed).wrapping_add(d), Relaxed);
+}
+
+impl Totals {
+    /// An all-zero set.
+    pub const fn new() -> Self {
+        Totals { allocs: AtomicU64::new(0), frees: AtomicU64::new(0), bytes: AtomicU64::new(0), failed: AtomicU64::new(0) }
+    }
+
+    fn add_to(&self, c: &mut Counters) {
+        c.total_allocs += self.allocs.load(Relaxed);
+        c.total_frees += self.frees.load(Relaxed);
+        c.total_bytes += self.bytes.load(Relaxed);
+        c.failed_allocs += self.failed.load(Relaxed);
+    }
+
+    /// Move these totals into `into` (a retired slot's into the retired sum).
+    pub(crate) fn fold_into(&self, into: &Totals) {
+        for (a, b) in [(&self.allocs, &into.allocs), (&self.frees, &into.frees), (&self.bytes, &into.bytes), (&self.failed, &into.failed)] {
+            b.fetch_add(a.swap(0, Relaxed), Relaxed);
+        }
+    }
+
+    /// Zero (session start).
+    pub(crate) fn clear(&self) {
+        for a in [&self.allocs, &self.frees, &self.bytes, &self.failed] {
+            a.store(0, Relaxed);
+        }
+    }
+}
+
+/// Totals of threads that had no slot (table full, or allocating after their exit
+/// hook) — updated with atomic adds since several threads may share it — and of
+/// slots whose threads have exited.
+pub(crate) static SHARED: Totals = Totals::new();
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+static LIVE_BLOCKS: AtomicI64 = AtomicI64::new(0);
+static PEAK_BYTES: AtomicU64 = AtomicU64::new(0);
+static PEAK_BLOCKS: AtomicU64 = AtomicU64::new(0);
+static PEAK_TIME_NS: AtomicU64 = AtomicU64::new(0);
 /// Events that could not be recorded (buffer hand-off failed, too many threads).
 pub(crate) static LOST: AtomicU64 = AtomicU64::new(0);
 /// Allocations the profiler itself made while profiling (not counted above).
@@ -28,17 +80,8 @@ pub(crate) static NOW_NS: AtomicU64 = AtomicU64::new(0);
 
 /// Reset all counters (session start; no allocation is being counted concurrently).
 pub(crate) fn reset() {
-    for c in [
-        &TOTAL_ALLOCS,
-        &TOTAL_FREES,
-        &TOTAL_BYTES,
-        &PEAK_BYTES,
-        &PEAK_BLOCKS,
-        &PEAK_TIME_NS,
-        &FAILED,
-        &LOST,
-        &NOW_NS,
-    ] {
+    SHARED.clear();
+    for c in [&PEAK_BYTES, &PEAK_BLOCKS, &PEAK_TIME_NS, &LOST, &NOW_NS] {
         c.store(0, Relaxed);
     }
     LIVE_BYTES.store(0, Relaxed);
@@ -48,57 +91,81 @@ pub(crate) fn reset() {
 #[inline(always)]
 fn live_change(bytes: i64, blocks: i64) {
     let live = LIVE_BYTES.fetch_add(bytes, Relaxed) + bytes;
-    let blocks_now = LIVE_BLOCKS.fetch_add(blocks, Relaxed) + blocks;
+    if blocks != 0 {
+        LIVE_BLOCKS.fetch_add(blocks, Relaxed);
+    }
     // `>=` as dhat: of equal peaks the latest counts.
     if bytes >= 0 && live >= 0 && live as u64 >= PEAK_BYTES.load(Relaxed) {
-        PEAK_BYTES.fetch_max(live as u64, Relaxed);
-        PEAK_BLOCKS.store(blocks_now.max(0) as u64, Relaxed);
-        PEAK_TIME_NS.store(NOW_NS.load(Relaxed), Relaxed);
+        new_peak(live as u64);
     }
 }
 
-/// Count an allocation of `size` bytes.
+#[cold]
+#[inline(never)]
+fn new_peak(live: u64) {
+    PEAK_BYTES.fetch_max(live, Relaxed);
+    PEAK_BLOCKS.store(LIVE_BLOCKS.load(Relaxed).max(0) as u64, Relaxed);
+    PEAK_TIME_NS.store(NOW_NS.load(Relaxed), Relaxed);
+}
+
 #[inline(always)]
-pub(crate) fn on_alloc(size: usize) {
-    TOTAL_ALLOCS.fetch_add(1, Relaxed);
-    TOTAL_BYTES.fetch_add(size as u64, Relaxed);
+fn totals(own: Option<&Totals>, f: impl FnOnce(&Totals, fn(&AtomicU64, u64))) {
+    match own {
+        Some(t) => f(t, bump),
+        None => f(&SHARED, |a, d| {
+            a.fetch_add(d, Relaxed);
+        }),
+    }
+}
+
+/// Count an allocation of `size` bytes by the thread owning `own` (None: no slot).
+#[inline(always)]
+pub(crate) fn on_alloc(own: Option<&Totals>, size: usize) {
+    totals(own, |t, add| {
+        add(&t.allocs, 1);
+        add(&t.bytes, size as u64);
+    });
     live_change(size as i64, 1);
 }
 
 /// Count a free of `size` bytes.
 #[inline(always)]
-pub(crate) fn on_free(size: usize) {
-    TOTAL_FREES.fetch_add(1, Relaxed);
+pub(crate) fn on_free(own: Option<&Totals>, size: usize) {
+    totals(own, |t, add| add(&t.frees, 1));
     live_change(-(size as i64), -1);
 }
 
 /// Count a realloc: one block retired, one created.
 #[inline(always)]
-pub(crate) fn on_realloc(old_size: usize, new_size: usize) {
-    TOTAL_ALLOCS.fetch_add(1, Relaxed);
-    TOTAL_FREES.fetch_add(1, Relaxed);
-    TOTAL_BYTES.fetch_add(new_size as u64, Relaxed);
+pub(crate) fn on_realloc(own: Option<&Totals>, old_size: usize, new_size: usize) {
+    totals(own, |t, add| {
+        add(&t.allocs, 1);
+        add(&t.frees, 1);
+        add(&t.bytes, new_size as u64);
+    });
     live_change(new_size as i64 - old_size as i64, 0);
 }
 
 /// Count an allocation the inner allocator refused.
 #[inline(always)]
-pub(crate) fn on_failed() {
-    FAILED.fetch_add(1, Relaxed);
+pub(crate) fn on_failed(own: Option<&Totals>) {
+    totals(own, |t, add| add(&t.failed, 1));
 }
 
-/// A snapshot of every counter.
+/// A snapshot of every counter (sums the thread slots).
 pub fn snapshot() -> Counters {
-    Counters {
+    let mut c = Counters {
         time_ns: NOW_NS.load(Relaxed),
-        total_allocs: TOTAL_ALLOCS.load(Relaxed),
-        total_frees: TOTAL_FREES.load(Relaxed),
-        total_bytes: TOTAL_BYTES.load(Relaxed),
         live_bytes: LIVE_BYTES.load(Relaxed),
         live_blocks: LIVE_BLOCKS.load(Relaxed),
         peak_bytes: PEAK_BYTES.load(Relaxed),
         peak_blocks: PEAK_BLOCKS.load(Relaxed),
         peak_time_ns: PEAK_TIME_NS.load(Relaxed),
-        failed_allocs: FAILED.load(Relaxed),
+        ..Default::default()
+    };
+    SHARED.add_to(&mut c);
+    for i in 0..slots::HWM.load(Relaxed) {
+        slots::slot(i).totals.add_to(&mut c);
     }
+    c
 }

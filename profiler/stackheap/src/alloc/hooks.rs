@@ -108,16 +108,14 @@ pub fn after_alloc(ptr: *mut u8, size: usize) {
         own_allocation();
         return;
     };
+    let slot = slots::current();
     if ptr.is_null() {
-        failed(size);
+        failed(slot, size);
         return;
     }
-    counters::on_alloc(size);
+    counters::on_alloc(slot.map(|s| &s.totals), size);
     let rate = rate();
-    if rate == 0 {
-        return;
-    }
-    let Some(slot) = slots::current() else { return };
+    let Some(slot) = slot.filter(|_| rate != 0) else { return };
     // SAFETY: `slot` is this thread's; no other &mut Owner is alive in this call.
     let owner = unsafe { slot.owner() };
     if rate > 1 && !owner.countdown.sample(size, rate) {
@@ -151,18 +149,16 @@ pub fn before_free(ptr: *mut u8, size: usize) {
         return;
     }
     let Some(_g) = Guard::enter() else { return };
-    counters::on_free(size);
+    let slot = slots::current();
+    counters::on_free(slot.map(|s| &s.totals), size);
     let rate = rate();
-    if rate == 0 {
-        return;
-    }
+    let Some(slot) = slot.filter(|_| rate != 0) else { return };
     if rate > 1 {
         let set = session::sampled_set();
         if !set.remove(ptr as usize) && !set.overflowed() {
             return;
         }
     }
-    let Some(slot) = slots::current() else { return };
     if !slot.announce() {
         return;
     }
@@ -177,6 +173,7 @@ pub fn before_free(ptr: *mut u8, size: usize) {
 
 /// What `before_realloc` learned, handed to `after_realloc`.
 pub struct ReallocTicket {
+    owner: Option<&'static Slot>,
     slot: Option<&'static Slot>,
     free_seq: u64,
     old_sampled: bool,
@@ -190,6 +187,7 @@ pub struct ReallocTicket {
 #[inline(always)]
 pub fn before_realloc(old: *mut u8, new_size: usize) -> ReallocTicket {
     let mut t = ReallocTicket {
+        owner: None,
         slot: None,
         free_seq: 0,
         old_sampled: false,
@@ -243,10 +241,10 @@ pub fn after_realloc(
         if t.old_sampled && rate() > 1 {
             session::sampled_set().insert(old as usize);
         }
-        failed(new_size);
+        failed(t.owner, new_size);
         return;
     }
-    counters::on_realloc(old_size, new_size);
+    counters::on_realloc(t.owner.map(|s| &s.totals), old_size, new_size);
     let Some(slot) = t.slot else { return };
     // SAFETY: this thread's slot; no other &mut Owner alive.
     let owner = unsafe { slot.owner() };
@@ -284,9 +282,9 @@ pub fn after_realloc(
 
 /// An allocation the inner allocator refused; the guard is held by the caller.
 #[cold]
-fn failed(size: usize) {
-    counters::on_failed();
-    let Some(slot) = slots::current() else { return };
+fn failed(slot: Option<&'static Slot>, size: usize) {
+    counters::on_failed(slot.map(|s| &s.totals));
+    let Some(slot) = slot else { return };
     if rate() == 0 || !slot.announce() {
         return;
     }

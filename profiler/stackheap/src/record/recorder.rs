@@ -148,6 +148,7 @@ impl Recorder {
                 && s.in_flight.load(Ordering::SeqCst) == slots::NONE
                 && s.head.load(Ordering::Acquire) == head
             {
+                s.totals.fold_into(&counters::SHARED);
                 s.state.store(slots::FREE, Ordering::Release);
             }
         }

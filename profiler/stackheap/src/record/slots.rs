@@ -72,6 +72,9 @@ pub struct Slot {
     /// Bytes consumed by the recorder (monotonic).
     pub tail: AtomicU64,
     _pad2: [u8; 56],
+    /// This thread's exact totals (owner-written, summed by readers).
+    pub totals: crate::alloc::counters::Totals,
+    _pad3: [u8; 32],
     owner: UnsafeCell<Owner>,
 }
 
@@ -128,6 +131,7 @@ pub fn reset_all() {
         let s = slot(i);
         s.state.store(FREE, Ordering::Release);
         s.in_flight.store(NONE, Ordering::Relaxed);
+        s.totals.clear();
         let h = s.head.load(Ordering::Relaxed);
         s.tail.store(h, Ordering::Relaxed);
     }

@@ -1,0 +1,99 @@
+//! `summary.json`: the same facts as the text summary, for scripts. Every field is
+//! described in `FIELDS.md`.
+
+use serde_json::{json, Value};
+
+use super::RenderOptions;
+use crate::{Analysis, Site};
+
+/// The summary with the default [`RenderOptions`].
+pub fn summary_json(a: &Analysis) -> Value {
+    render(a, &RenderOptions::default())
+}
+
+fn site(s: &Site) -> Value {
+    json!({
+        "stack_id": s.stack,
+        "frames": s.frames.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        "locations": s.frames.iter().map(|f| match (&f.file, f.line) {
+            (Some(file), Some(line)) => Value::String(format!("{file}:{line}")),
+            (Some(file), None) => Value::String(file.clone()),
+            _ => Value::Null,
+        }).collect::<Vec<_>>(),
+        "alloc_bytes": s.alloc_bytes,
+        "alloc_count": s.alloc_count,
+        "peak_bytes": s.peak_bytes,
+        "peak_blocks": s.peak_blocks,
+        "leaked_bytes": s.leaked_bytes,
+        "leaked_blocks": s.leaked_blocks,
+    })
+}
+
+/// The summary as a JSON value.
+pub fn render(a: &Analysis, opts: &RenderOptions) -> Value {
+    let h = &a.heap;
+    let counters = |c: &stackheap::format::Counters| {
+        json!({
+            "time_ns": c.time_ns,
+            "total_allocs": c.total_allocs,
+            "total_frees": c.total_frees,
+            "total_bytes": c.total_bytes,
+            "live_bytes": c.live_bytes,
+            "live_blocks": c.live_blocks,
+            "peak_bytes": c.peak_bytes,
+            "peak_blocks": c.peak_blocks,
+            "peak_time_ns": c.peak_time_ns,
+            "failed_allocs": c.failed_allocs,
+        })
+    };
+    json!({
+        "program": {
+            "pid": a.program.pid,
+            "exe": a.program.exe,
+            "argv": a.program.argv,
+            "start_unix_ns": a.program.start_unix_ns,
+        },
+        "duration_ns": a.duration_ns,
+        "heap": {
+            "total_allocs": h.total_allocs,
+            "total_frees": h.total_frees,
+            "total_bytes": h.total_bytes,
+            "peak_bytes": h.peak_bytes,
+            "peak_blocks": h.peak_blocks,
+            "peak_time_ns": h.peak_time_ns,
+            "leaked_bytes": h.leaked_bytes,
+            "leaked_blocks": h.leaked_blocks,
+            "frees_unknown": h.frees_unknown,
+            "failed_allocs": h.failed_allocs,
+            "source": h.source,
+        },
+        "rss": { "peak_bytes": a.rss_peak_bytes },
+        "sampling": {
+            "rate_bytes": a.sample_rate,
+            "estimated": a.sampled(),
+        },
+        "trace": {
+            "truncated": a.trace.truncated_at.is_some(),
+            "truncated_at": a.trace.truncated_at,
+            "valid_bytes": a.trace.valid_bytes,
+            "complete": a.trace.complete,
+            "lost_events": a.trace.lost_events,
+            "late_events": a.trace.late_events,
+        },
+        "trailer": a.trailer.as_ref().map(counters),
+        "warnings": a.warnings,
+        "threads": a.threads.iter().map(|t| json!({
+            "thread": t.info.thread,
+            "os_tid": t.info.os_tid,
+            "name": t.info.name,
+            "stack_size": t.info.stack_size,
+            "start_ns": t.info.time_ns,
+            "end_ns": t.end_ns,
+            "allocs": t.allocs,
+            "max_stack_depth": t.max_depth,
+        })).collect::<Vec<_>>(),
+        "top_sites": a.sites.iter().filter(|s| s.alloc_bytes > 0 || s.alloc_count > 0)
+            .take(opts.json_sites).map(site).collect::<Vec<_>>(),
+        "leaks": a.leaks().into_iter().take(opts.json_sites).map(site).collect::<Vec<_>>(),
+    })
+}
