@@ -7,6 +7,9 @@ use stackheap::format::Event;
 #[global_allocator]
 static GLOBAL: stackheap::StackHeap = stackheap::StackHeap::system();
 
+/// One session at a time per process: the tests take turns.
+static SESSION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[inline(never)]
 fn workload() -> Vec<Box<[u8]>> {
     let mut keep = Vec::new();
@@ -21,6 +24,7 @@ fn workload() -> Vec<Box<[u8]>> {
 
 #[test]
 fn events_match_counters() {
+    let _turn = SESSION.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir().join(format!("stackheap-rt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("t.trace");
@@ -77,7 +81,24 @@ fn events_match_counters() {
 }
 
 #[test]
+fn second_start_is_refused() {
+    let _turn = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("stackheap-rt3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.trace"), dir.join("b.trace"));
+    let _ = std::fs::remove_file(&a);
+    let _ = std::fs::remove_file(&b);
+    let p = stackheap::Profiler::builder().trace_path(&a).start().unwrap();
+    assert!(matches!(stackheap::Profiler::builder().trace_path(&b).start(), Err(stackheap::Error::AlreadyRunning)));
+    p.stop().unwrap();
+    // An existing file is never overwritten.
+    let e = stackheap::Profiler::builder().trace_path(&a).start().unwrap_err();
+    assert!(e.to_string().contains("a.trace"), "{e}");
+}
+
+#[test]
 fn stacks_name_the_caller() {
+    let _turn = SESSION.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir().join(format!("stackheap-rt2-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("t.trace");
