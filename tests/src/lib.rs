@@ -19,7 +19,11 @@ pub fn bin_dir() -> PathBuf {
 /// Path of a binary of the workspace, e.g. `stackheap` or the `leak` demo.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.is_file(), "{} is not built; run the tests with `cargo test --workspace`", p.display());
+    assert!(
+        p.is_file(),
+        "{} is not built; run the tests with `cargo test --workspace`",
+        p.display()
+    );
     p
 }
 

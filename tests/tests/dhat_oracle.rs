@@ -22,8 +22,16 @@ fn counters_equal_dhat_heap_stats() {
     // stackheap on the same workload.
     let dir = scratch("dhat");
     let trace = dir.join("known.trace");
-    let out = Command::new(bin("sh_workload")).arg("known").arg(&trace).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin("sh_workload"))
+        .arg("known")
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // 1. The exact in-process counters (trailer).
     let mut r = TraceReader::open(&trace).unwrap();
@@ -40,12 +48,19 @@ fn counters_equal_dhat_heap_stats() {
     assert_eq!(c.peak_bytes, dhat_stats.max_bytes as u64, "peak bytes");
     assert_eq!(c.peak_blocks, dhat_stats.max_blocks as u64, "peak blocks");
     assert_eq!(c.live_bytes, dhat_stats.curr_bytes as i64, "leaked bytes");
-    assert_eq!(c.live_blocks, dhat_stats.curr_blocks as i64, "leaked blocks");
+    assert_eq!(
+        c.live_blocks, dhat_stats.curr_blocks as i64,
+        "leaked blocks"
+    );
 
     // 2. The report, computed from the events alone.
     let a = stackheap_report::analyze_path(&trace, &Default::default()).unwrap();
     let j = stackheap_report::summary_json(&a);
-    let get = |p: &str| j.pointer(p).and_then(|v| v.as_u64()).unwrap_or_else(|| panic!("{p} missing in {j}"));
+    let get = |p: &str| {
+        j.pointer(p)
+            .and_then(|v| v.as_u64())
+            .unwrap_or_else(|| panic!("{p} missing in {j}"))
+    };
     assert_eq!(get("/heap/total_allocs"), dhat_stats.total_blocks);
     assert_eq!(get("/heap/total_bytes"), dhat_stats.total_bytes);
     assert_eq!(get("/heap/peak_bytes"), dhat_stats.max_bytes as u64);

@@ -7,10 +7,22 @@ use stackheap_tests::{bin, scratch};
 
 fn own_allocs(n: usize) -> u64 {
     let dir = scratch(&format!("hot-{n}"));
-    let out = Command::new(bin("sh_workload")).arg("many").arg(dir.join("t.trace")).arg(n.to_string()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin("sh_workload"))
+        .arg("many")
+        .arg(dir.join("t.trace"))
+        .arg(n.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = String::from_utf8_lossy(&out.stdout);
-    s.trim().strip_prefix("own_allocs=").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("bad output {s:?}"))
+    s.trim()
+        .strip_prefix("own_allocs=")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("bad output {s:?}"))
 }
 
 #[test]
@@ -19,6 +31,12 @@ fn profiler_allocations_do_not_scale_with_events() {
     let large = own_allocs(1_000_000);
     // 2 million events (alloc + free) recorded; the profiler's own allocations are a
     // small start-up cost, not one per event, per round of the recorder, or per buffer.
-    assert!(large < 200, "profiler made {large} allocations of its own for 2e6 events");
-    assert!(large <= small + 20, "own allocations grew with events: {small} for 2e4 events, {large} for 2e6");
+    assert!(
+        large < 200,
+        "profiler made {large} allocations of its own for 2e6 events"
+    );
+    assert!(
+        large <= small + 20,
+        "own allocations grew with events: {small} for 2e4 events, {large} for 2e6"
+    );
 }

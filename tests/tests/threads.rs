@@ -12,8 +12,17 @@ fn two_threads_totals_exact() {
     let per_thread = 200_000u64;
     let dir = scratch("threads");
     let trace = dir.join("t.trace");
-    let out = Command::new(bin("sh_workload")).arg("threads").arg(&trace).arg(per_thread.to_string()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin("sh_workload"))
+        .arg("threads")
+        .arg(&trace)
+        .arg(per_thread.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut r = TraceReader::open(&trace).unwrap();
     let mut per_thread_32 = std::collections::HashMap::<u32, u64>::new();
@@ -22,7 +31,9 @@ fn two_threads_totals_exact() {
     let mut trailer = None;
     while let Some(e) = r.next_event().unwrap() {
         let seq = match e {
-            Event::Alloc { seq, thread, size, .. } => {
+            Event::Alloc {
+                seq, thread, size, ..
+            } => {
                 allocs += 1;
                 if size == 32 {
                     *per_thread_32.entry(thread).or_default() += 1;
@@ -55,7 +66,11 @@ fn two_threads_totals_exact() {
     assert_eq!(c.total_allocs, allocs + reallocs);
     assert_eq!(c.total_frees, frees + reallocs);
     // Each worker's 32-byte allocations are all there, on two distinct threads.
-    let mut counts: Vec<u64> = per_thread_32.values().copied().filter(|&n| n >= per_thread).collect();
+    let mut counts: Vec<u64> = per_thread_32
+        .values()
+        .copied()
+        .filter(|&n| n >= per_thread)
+        .collect();
     counts.sort();
     assert_eq!(counts, vec![per_thread, per_thread], "{per_thread_32:?}");
     // Everything the workers allocated was freed.

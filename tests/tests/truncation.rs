@@ -19,7 +19,11 @@ fn count_events(bytes: &[u8]) -> Result<(u64, Option<u64>), String> {
 fn cut_at_twenty_offsets() {
     let dir = scratch("trunc");
     let trace = dir.join("t.trace");
-    let out = Command::new(bin("sh_workload")).arg("known").arg(&trace).output().unwrap();
+    let out = Command::new(bin("sh_workload"))
+        .arg("known")
+        .arg(&trace)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let bytes = std::fs::read(&trace).unwrap();
     let (full, cut) = count_events(&bytes).unwrap();
@@ -41,17 +45,33 @@ fn cut_at_twenty_offsets() {
         // The report reads it too, and says it is truncated or incomplete.
         let p = dir.join(format!("cut-{i}.trace"));
         std::fs::write(&p, part).unwrap();
-        let a = stackheap_report::analyze_path(&p, &Default::default()).unwrap_or_else(|e| panic!("cut at {at}: {e}"));
+        let a = stackheap_report::analyze_path(&p, &Default::default())
+            .unwrap_or_else(|e| panic!("cut at {at}: {e}"));
         let j = stackheap_report::summary_json(&a);
-        assert_eq!(j.pointer("/trace/complete").and_then(|v| v.as_bool()), Some(false), "cut at {at}");
-        assert_eq!(j.pointer("/trace/truncated").and_then(|v| v.as_bool()), Some(cut.is_some()), "cut at {at}");
+        assert_eq!(
+            j.pointer("/trace/complete").and_then(|v| v.as_bool()),
+            Some(false),
+            "cut at {at}"
+        );
+        assert_eq!(
+            j.pointer("/trace/truncated").and_then(|v| v.as_bool()),
+            Some(cut.is_some()),
+            "cut at {at}"
+        );
     }
-    assert!(truncated_seen >= 15, "most cuts fall inside a chunk: {truncated_seen}");
+    assert!(
+        truncated_seen >= 15,
+        "most cuts fall inside a chunk: {truncated_seen}"
+    );
 }
 
 fn cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin("stackheap")).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn assert_one_line_error(args: &[&str], needle: &str) {
@@ -60,7 +80,11 @@ fn assert_one_line_error(args: &[&str], needle: &str) {
     assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{args:?}: want one line, got {err:?}");
-    assert!(lines[0].contains(needle), "{args:?}: {:?} does not mention {needle:?}", lines[0]);
+    assert!(
+        lines[0].contains(needle),
+        "{args:?}: {:?} does not mention {needle:?}",
+        lines[0]
+    );
 }
 
 #[test]
@@ -74,15 +98,30 @@ fn garbage_and_empty_files_give_one_line_errors() {
         assert_one_line_error(&[cmd, empty.to_str().unwrap()], "empty");
         assert_one_line_error(&[cmd, garbage.to_str().unwrap()], "not a stackheap trace");
     }
-    assert_one_line_error(&["report", dir.join("missing.trace").to_str().unwrap()], "missing.trace");
+    assert_one_line_error(
+        &["report", dir.join("missing.trace").to_str().unwrap()],
+        "missing.trace",
+    );
 }
 
 #[test]
 fn bad_command_lines_give_one_line_errors() {
     let dir = scratch("badcli");
     let out = dir.join("out");
-    assert_one_line_error(&["run", "--out", out.to_str().unwrap(), "--", "/definitely/not/a/program"], "no such program");
-    assert_one_line_error(&["run", "--out", "/proc/forbidden-out", "--", "true"], "/proc/forbidden-out");
+    assert_one_line_error(
+        &[
+            "run",
+            "--out",
+            out.to_str().unwrap(),
+            "--",
+            "/definitely/not/a/program",
+        ],
+        "no such program",
+    );
+    assert_one_line_error(
+        &["run", "--out", "/proc/forbidden-out", "--", "true"],
+        "/proc/forbidden-out",
+    );
     assert_one_line_error(&["run", "--sample", "12XB", "--", "true"], "12XB");
     // A program that does not link stackheap: it runs, but there is no trace to report.
     let (code, _, err) = cli(&["run", "--out", out.to_str().unwrap(), "--", "true"]);

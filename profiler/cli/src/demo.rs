@@ -22,9 +22,21 @@ pub struct DemoArgs {
 
 /// Each demo with the arguments `stackheap demo` runs it with (small, quick sizes).
 const DEMOS: &[(&str, &[&str], &str)] = &[
-    ("leak", &[], "four kinds of leak: Box::leak, mem::forget, an Rc cycle, a cache that only grows"),
-    ("churn", &["--iters", "200000"], "many short-lived allocations: lots of traffic, nothing held"),
-    ("growth", &["--ticks", "200", "--tick-ms", "2"], "a service loop whose cache grows while the rest stays flat"),
+    (
+        "leak",
+        &[],
+        "four kinds of leak: Box::leak, mem::forget, an Rc cycle, a cache that only grows",
+    ),
+    (
+        "churn",
+        &["--iters", "200000"],
+        "many short-lived allocations: lots of traffic, nothing held",
+    ),
+    (
+        "growth",
+        &["--ticks", "200", "--tick-ms", "2"],
+        "a service loop whose cache grows while the rest stays flat",
+    ),
 ];
 
 /// Where the demo binaries are: beside this executable (cargo puts every bin of the
@@ -34,25 +46,27 @@ fn demo_dir() -> Result<PathBuf> {
     Ok(exe.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 
-/// Build the demos with the cargo that runs us (`cargo run -- demo`), if they are missing.
+/// Under `cargo run -- demo`, (re)build the demos with the cargo that runs us (a no-op
+/// when they are up to date); otherwise they must be beside this executable.
 fn ensure_built(dir: &Path, names: &[&str]) -> Result<()> {
-    if names.iter().all(|n| dir.join(n).is_file()) {
-        return Ok(());
-    }
     let Ok(cargo) = std::env::var("CARGO") else {
+        if names.iter().all(|n| dir.join(n).is_file()) {
+            return Ok(());
+        }
         bail!(
             "demo programs not found in {}: build them with `cargo build --release -p stackheap-demos`",
             dir.display()
         );
     };
     let release = dir.file_name().is_some_and(|n| n == "release");
-    eprintln!("stackheap: building the demo programs (cargo build -p stackheap-demos{})", if release { " --release" } else { "" });
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--quiet", "-p", "stackheap-demos"]);
     if release {
         cmd.arg("--release");
     }
-    let status = cmd.status().context("cannot run cargo to build the demos")?;
+    let status = cmd
+        .status()
+        .context("cannot run cargo to build the demos")?;
     if !status.success() {
         bail!("building the demo programs failed");
     }
@@ -65,14 +79,20 @@ pub fn parse_expected(stdout: &str) -> Vec<(String, String)> {
         .lines()
         .filter_map(|l| l.strip_prefix("expected:"))
         .flat_map(|rest| rest.split_whitespace())
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect()
 }
 
 /// `stackheap demo`.
 pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     let dir = demo_dir()?;
-    let chosen: Vec<_> = DEMOS.iter().filter(|(n, _, _)| args.name == "all" || args.name == *n).collect();
+    let chosen: Vec<_> = DEMOS
+        .iter()
+        .filter(|(n, _, _)| args.name == "all" || args.name == *n)
+        .collect();
     ensure_built(&dir, &chosen.iter().map(|(n, _, _)| *n).collect::<Vec<_>>())?;
     let mut failures = 0;
     for (name, demo_args, what) in chosen {
@@ -81,7 +101,13 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&out);
         let mut command = vec![dir.join(name).to_string_lossy().into_owned()];
         command.extend(demo_args.iter().map(|s| s.to_string()));
-        let run = RunArgs { trace: None, out: out.clone(), sample: 1, no_report: false, command };
+        let run = RunArgs {
+            trace: None,
+            out: out.clone(),
+            sample: 1,
+            no_report: false,
+            command,
+        };
         let (outcome, stdout) = record(&run, true)?;
         let stdout = String::from_utf8_lossy(&stdout);
         print!("{stdout}");
@@ -95,9 +121,15 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         print!("{}", stackheap_report::summary_text(&analysis));
         let expected = parse_expected(&stdout);
         let json = stackheap_report::summary_json(&analysis);
-        for (key, pointer) in [("leaked_bytes", "/heap/leaked_bytes"), ("leaked_blocks", "/heap/leaked_blocks")] {
+        for (key, pointer) in [
+            ("leaked_bytes", "/heap/leaked_bytes"),
+            ("leaked_blocks", "/heap/leaked_blocks"),
+        ] {
             if let Some((_, want)) = expected.iter().find(|(k, _)| k == key) {
-                let got = json.pointer(pointer).map(|v| v.to_string()).unwrap_or_default();
+                let got = json
+                    .pointer(pointer)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
                 println!("check {key}: demo says {want}, profiler measured {got} (the measured figure also counts std's own buffers)");
             }
         }
@@ -108,5 +140,9 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             failures += 1;
         }
     }
-    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

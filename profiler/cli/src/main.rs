@@ -60,7 +60,8 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -71,7 +72,10 @@ fn main() -> ExitCode {
             // One line: clap's first line without its "error: " prefix.
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("stackheap: error: {} (see stackheap --help)", first.trim_start_matches("error: "));
+            eprintln!(
+                "stackheap: error: {} (see stackheap --help)",
+                first.trim_start_matches("error: ")
+            );
             return ExitCode::from(2);
         }
     };
@@ -88,22 +92,34 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Run(args) => run::run(args),
         Command::Report { trace, out } => {
-            let out = out.unwrap_or_else(|| trace.parent().map(Path::to_path_buf).unwrap_or_default());
-            let out = if out.as_os_str().is_empty() { PathBuf::from(".") } else { out };
+            let out =
+                out.unwrap_or_else(|| trace.parent().map(Path::to_path_buf).unwrap_or_default());
+            let out = if out.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                out
+            };
             let analysis = analyze(&trace)?;
             let files = write_report(&analysis, &out)?;
             print!("{}", stackheap_report::summary_text(&analysis));
             print_files(&files);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Flamegraph { trace, kind, folded, output } => {
+        Command::Flamegraph {
+            trace,
+            kind,
+            folded,
+            output,
+        } => {
             let kind: FlameKind = kind.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             let analysis = analyze(&trace)?;
             let mut bytes = Vec::new();
             stackheap_report::render_flamegraph(&analysis, kind, folded, &mut bytes)?;
             match output {
                 Some(p) => write_atomically(&p, &bytes)?,
-                None => std::io::stdout().write_all(&bytes).context("writing to standard output")?,
+                None => std::io::stdout()
+                    .write_all(&bytes)
+                    .context("writing to standard output")?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -114,7 +130,8 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
 
 /// Read and analyze a trace, with the path in any error.
 pub(crate) fn analyze(trace: &Path) -> Result<stackheap_report::Analysis> {
-    stackheap_report::analyze_path(trace, &AnalyzeOptions::default()).with_context(|| format!("{}", trace.display()))
+    stackheap_report::analyze_path(trace, &AnalyzeOptions::default())
+        .with_context(|| format!("{}", trace.display()))
 }
 
 /// Write every report file into `out`.
@@ -132,8 +149,16 @@ pub(crate) fn print_files(files: &[PathBuf]) {
 
 /// Write a file through a temporary name and a rename, so a reader never sees half of it.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
@@ -144,9 +169,16 @@ fn dump(trace: &Path) -> Result<ExitCode> {
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     let h = r.header().clone();
-    writeln!(out, "header pid={} exe={:?} argv={:?} sample_rate={} page_size={} flags={:#x} start_unix_ns={}", h.pid, h.exe, h.argv, h.sample_rate, h.page_size, h.flags, h.start_unix_ns)?;
+    writeln!(
+        out,
+        "header pid={} exe={:?} argv={:?} sample_rate={} page_size={} flags={:#x} start_unix_ns={}",
+        h.pid, h.exe, h.argv, h.sample_rate, h.page_size, h.flags, h.start_unix_ns
+    )?;
     let mut n = 0u64;
-    while let Some(e) = r.next_event().with_context(|| format!("{}", trace.display()))? {
+    while let Some(e) = r
+        .next_event()
+        .with_context(|| format!("{}", trace.display()))?
+    {
         n += 1;
         match writeln!(out, "{e:?}") {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
@@ -156,7 +188,10 @@ fn dump(trace: &Path) -> Result<ExitCode> {
     let s = r.status();
     match s.truncated_at {
         Some(at) => writeln!(out, "end: {n} events; truncated at byte {at}")?,
-        None if !s.has_trailer => writeln!(out, "end: {n} events; no trailer (the program did not stop profiling cleanly)")?,
+        None if !s.has_trailer => writeln!(
+            out,
+            "end: {n} events; no trailer (the program did not stop profiling cleanly)"
+        )?,
         None => writeln!(out, "end: {n} events; complete")?,
     }
     out.flush()?;

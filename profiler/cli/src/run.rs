@@ -24,14 +24,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_report: bool,
     /// The program and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM"
+    )]
     pub command: Vec<String>,
 }
 
 /// Parse a byte size for clap (`524288`, `512KiB`, `4M`).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    stackheap::record::session::parse_size(s)
-        .ok_or_else(|| format!("invalid size {s:?}: use a number of bytes, optionally with K, KiB, M, MiB, G or GiB"))
+    stackheap::record::session::parse_size(s).ok_or_else(|| {
+        format!(
+            "invalid size {s:?}: use a number of bytes, optionally with K, KiB, M, MiB, G or GiB"
+        )
+    })
 }
 
 /// What a finished run left behind.
@@ -54,16 +62,25 @@ pub fn exit_code(status: ExitStatus) -> ExitCode {
 fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(c), _) => format!("exited with code {c}"),
-        (None, Some(sig)) => format!("was killed by signal {sig}{}", if status.core_dumped() { " (core dumped)" } else { "" }),
+        (None, Some(sig)) => format!(
+            "was killed by signal {sig}{}",
+            if status.core_dumped() {
+                " (core dumped)"
+            } else {
+                ""
+            }
+        ),
         _ => "ended".to_string(),
     }
 }
 
 /// Create `out` (if needed) and check it is a writable directory.
 pub fn prepare_out(out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {}", out.display()))?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output directory {}", out.display()))?;
     let probe = out.join(format!(".stackheap-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", out.display()))?;
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("output directory {} is not writable", out.display()))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
@@ -73,7 +90,10 @@ pub fn prepare_out(out: &Path) -> Result<()> {
 pub fn record(args: &RunArgs, capture: bool) -> Result<(RunOutcome, Vec<u8>)> {
     prepare_out(&args.out)?;
     let program = &args.command[0];
-    let trace_pattern = args.trace.clone().unwrap_or_else(|| args.out.join("stackheap-%p.trace"));
+    let trace_pattern = args
+        .trace
+        .clone()
+        .unwrap_or_else(|| args.out.join("stackheap-%p.trace"));
     let mut cmd = Command::new(program);
     cmd.args(&args.command[1..])
         .env("STACKHEAP_TRACE", &trace_pattern)
@@ -91,7 +111,9 @@ pub fn record(args: &RunArgs, capture: bool) -> Result<(RunOutcome, Vec<u8>)> {
     }
     let child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => anyhow::anyhow!("cannot run {program:?}: no such program"),
-        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!("cannot run {program:?}: permission denied"),
+        std::io::ErrorKind::PermissionDenied => {
+            anyhow::anyhow!("cannot run {program:?}: permission denied")
+        }
         _ => anyhow::anyhow!("cannot run {program:?}: {e}"),
     })?;
     let pid = child.id();
@@ -101,10 +123,22 @@ pub fn record(args: &RunArgs, capture: bool) -> Result<(RunOutcome, Vec<u8>)> {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
     }
-    let output = child.wait_with_output().context("waiting for the program")?;
-    let trace = PathBuf::from(trace_pattern.to_string_lossy().replace("%p", &pid.to_string()));
+    let output = child
+        .wait_with_output()
+        .context("waiting for the program")?;
+    let trace = PathBuf::from(
+        trace_pattern
+            .to_string_lossy()
+            .replace("%p", &pid.to_string()),
+    );
     tracing::info!(pid, status = ?output.status, trace = %trace.display(), "program finished");
-    Ok((RunOutcome { status: output.status, trace }, output.stdout))
+    Ok((
+        RunOutcome {
+            status: output.status,
+            trace,
+        },
+        output.stdout,
+    ))
 }
 
 /// `stackheap run`.

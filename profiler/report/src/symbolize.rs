@@ -216,6 +216,21 @@ pub fn trim(frames: Vec<Frame>) -> Vec<Frame> {
         .position(|f| !is_inner(&f.name))
         .unwrap_or(frames.len());
     let mut end = frames.len();
+    // std runs `main` and every spawned thread's closure through
+    // `__rust_begin_short_backtrace`: everything outside it is the runtime's.
+    if let Some(b) = frames[start..]
+        .iter()
+        .position(|f| f.name.ends_with("__rust_begin_short_backtrace"))
+    {
+        end = start + b;
+        while end > start + 1
+            && frames[end - 1]
+                .name
+                .starts_with("core::ops::function::FnOnce::call_once")
+        {
+            end -= 1;
+        }
+    }
     while end > start {
         let name = frames[end - 1].name.as_str();
         // The C `main` the Rust runtime generates sits just below std::rt::lang_start;

@@ -77,8 +77,16 @@ impl ProfilerBuilder {
     /// Start profiling. Fails if a session runs, the file cannot be created, or
     /// `StackHeap` is not the global allocator.
     pub fn start(self) -> Result<Profiler, Error> {
-        let ProfilerBuilder { trace_path, sample_rate, unwinder } = self;
-        let cfg = SessionConfig { trace_path: session::expand_path(&trace_path.to_string_lossy()), sample_rate, unwinder };
+        let ProfilerBuilder {
+            trace_path,
+            sample_rate,
+            unwinder,
+        } = self;
+        let cfg = SessionConfig {
+            trace_path: session::expand_path(&trace_path.to_string_lossy()),
+            sample_rate,
+            unwinder,
+        };
         // Everything allocated before the session must outlive it or be freed now: a
         // free of an older block during the session would lower the live counters.
         drop(trace_path);
@@ -88,7 +96,10 @@ impl ProfilerBuilder {
             let _ = std::fs::remove_file(&cfg.trace_path);
             return Err(Error::NotInstalled);
         }
-        Ok(Profiler { path: cfg.trace_path, stopped: false })
+        Ok(Profiler {
+            path: cfg.trace_path,
+            stopped: false,
+        })
     }
 }
 

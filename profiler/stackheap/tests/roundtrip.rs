@@ -88,11 +88,20 @@ fn second_start_is_refused() {
     let (a, b) = (dir.join("a.trace"), dir.join("b.trace"));
     let _ = std::fs::remove_file(&a);
     let _ = std::fs::remove_file(&b);
-    let p = stackheap::Profiler::builder().trace_path(&a).start().unwrap();
-    assert!(matches!(stackheap::Profiler::builder().trace_path(&b).start(), Err(stackheap::Error::AlreadyRunning)));
+    let p = stackheap::Profiler::builder()
+        .trace_path(&a)
+        .start()
+        .unwrap();
+    assert!(matches!(
+        stackheap::Profiler::builder().trace_path(&b).start(),
+        Err(stackheap::Error::AlreadyRunning)
+    ));
     p.stop().unwrap();
     // An existing file is never overwritten.
-    let e = stackheap::Profiler::builder().trace_path(&a).start().unwrap_err();
+    let e = stackheap::Profiler::builder()
+        .trace_path(&a)
+        .start()
+        .unwrap_err();
     assert!(e.to_string().contains("a.trace"), "{e}");
 }
 

@@ -12,9 +12,13 @@ fn main() {
         eprintln!("usage: sh_workload known|threads|many TRACE [N] [SAMPLE]");
         std::process::exit(2);
     }
-    let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = args
+        .get(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let sample: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);
-    let own_before = stackheap::alloc::counters::OWN_ALLOCS.load(std::sync::atomic::Ordering::Relaxed);
+    let own_before =
+        stackheap::alloc::counters::OWN_ALLOCS.load(std::sync::atomic::Ordering::Relaxed);
     if args[1] == "plain" {
         // The same loop with stackheap installed but dormant: the baseline.
         stackheap_tests::workload::many(n);
@@ -37,7 +41,8 @@ fn main() {
             std::process::exit(2);
         }
     }
-    let own = stackheap::alloc::counters::OWN_ALLOCS.load(std::sync::atomic::Ordering::Relaxed) - own_before;
+    let own = stackheap::alloc::counters::OWN_ALLOCS.load(std::sync::atomic::Ordering::Relaxed)
+        - own_before;
     if let Err(e) = profiler.stop() {
         eprintln!("sh_workload: {e}");
         std::process::exit(1);

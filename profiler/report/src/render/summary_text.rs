@@ -10,13 +10,34 @@ pub fn summary_text(a: &Analysis) -> String {
     render(a, &RenderOptions::default())
 }
 
+/// A frame of the Rust standard library (its source lies under `/rustc/`).
+fn is_std(f: &crate::symbolize::Frame) -> bool {
+    f.file.as_deref().is_some_and(|p| p.starts_with("/rustc/"))
+}
+
+/// Print a site's stack from the first frame of the program's own code: the standard
+/// library frames above it (Vec growth, Box::new…) are named in one "via" line.
 fn site_block(out: &mut String, s: &Site, headline: String, frames: usize) {
     let _ = writeln!(out, "  {headline}");
-    for f in s.frames.iter().take(frames) {
+    let own = s
+        .frames
+        .iter()
+        .position(|f| !is_std(f))
+        .filter(|&i| i > 0 && i < s.frames.len())
+        .unwrap_or(0);
+    if own > 0 {
+        let via = &s.frames[own - 1].name;
+        let _ = writeln!(out, "      (via {via}, {} std frames)", own);
+    }
+    for f in s.frames.iter().skip(own).take(frames) {
         let _ = writeln!(out, "      {}", f.display());
     }
-    if s.frames.len() > frames {
-        let _ = writeln!(out, "      ... {} more frames", s.frames.len() - frames);
+    if s.frames.len() > own + frames {
+        let _ = writeln!(
+            out,
+            "      ... {} more frames",
+            s.frames.len() - own - frames
+        );
     }
 }
 

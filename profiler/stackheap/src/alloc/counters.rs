@@ -36,7 +36,12 @@ fn bump(a: &AtomicU64, d: u64) {
 impl Totals {
     /// An all-zero set.
     pub const fn new() -> Self {
-        Totals { allocs: AtomicU64::new(0), frees: AtomicU64::new(0), bytes: AtomicU64::new(0), failed: AtomicU64::new(0) }
+        Totals {
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
     }
 
     fn add_to(&self, c: &mut Counters) {
@@ -48,7 +53,12 @@ impl Totals {
 
     /// Move these totals into `into` (a retired slot's into the retired sum).
     pub(crate) fn fold_into(&self, into: &Totals) {
-        for (a, b) in [(&self.allocs, &into.allocs), (&self.frees, &into.frees), (&self.bytes, &into.bytes), (&self.failed, &into.failed)] {
+        for (a, b) in [
+            (&self.allocs, &into.allocs),
+            (&self.frees, &into.frees),
+            (&self.bytes, &into.bytes),
+            (&self.failed, &into.failed),
+        ] {
             b.fetch_add(a.swap(0, Relaxed), Relaxed);
         }
     }

@@ -115,7 +115,9 @@ pub fn after_alloc(ptr: *mut u8, size: usize) {
     }
     counters::on_alloc(slot.map(|s| &s.totals), size);
     let rate = rate();
-    let Some(slot) = slot.filter(|_| rate != 0) else { return };
+    let Some(slot) = slot.filter(|_| rate != 0) else {
+        return;
+    };
     // SAFETY: `slot` is this thread's; no other &mut Owner is alive in this call.
     let owner = unsafe { slot.owner() };
     if rate > 1 && !owner.countdown.sample(size, rate) {
@@ -152,7 +154,9 @@ pub fn before_free(ptr: *mut u8, size: usize) {
     let slot = slots::current();
     counters::on_free(slot.map(|s| &s.totals), size);
     let rate = rate();
-    let Some(slot) = slot.filter(|_| rate != 0) else { return };
+    let Some(slot) = slot.filter(|_| rate != 0) else {
+        return;
+    };
     if rate > 1 {
         let set = session::sampled_set();
         if !set.remove(ptr as usize) && !set.overflowed() {
