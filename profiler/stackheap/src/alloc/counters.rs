@@ -2,11 +2,12 @@
 //!
 //! Totals (allocations, frees, bytes, failures) are per thread: each thread adds to its
 //! own slot's counters with plain stores (no locked instruction), and readers sum the
-//! slots. Live bytes and blocks are global atomics, because the peak of the *process*
-//! heap needs one order of all changes: one `fetch_add` each per allocation and free.
-//! The peak is a `fetch_max` taken only when the new live total reaches the last known
-//! peak; `peak_blocks` and `peak_time_ns` stored beside it are exact when one thread
-//! allocates (with several, they belong to a peak a few instructions from the true one).
+//! slots; live blocks are allocations minus frees. Live bytes are one global atomic,
+//! because the peak of the *process* heap needs one order of all changes: one
+//! `fetch_add` per allocation and free. The peak is a `fetch_max` taken only when the
+//! new live total reaches the last known peak; `peak_blocks` and `peak_time_ns` stored
+//! beside it are exact when one thread allocates (with several, they belong to a peak a
+//! few instructions from the true one).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
@@ -75,9 +76,13 @@ impl Totals {
 /// hook) — updated with atomic adds since several threads may share it — and of
 /// slots whose threads have exited.
 pub(crate) static SHARED: Totals = Totals::new();
-static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
-static LIVE_BLOCKS: AtomicI64 = AtomicI64::new(0);
-static PEAK_BYTES: AtomicU64 = AtomicU64::new(0);
+/// A value alone on its cache line, so that threads writing one counter do not slow
+/// down readers of its neighbours.
+#[repr(align(64))]
+struct Line<T>(T);
+
+static LIVE_BYTES: Line<AtomicI64> = Line(AtomicI64::new(0));
+static PEAK_BYTES: Line<AtomicU64> = Line(AtomicU64::new(0));
 static PEAK_BLOCKS: AtomicU64 = AtomicU64::new(0);
 static PEAK_TIME_NS: AtomicU64 = AtomicU64::new(0);
 /// Events that could not be recorded (buffer hand-off failed, too many threads).
@@ -91,31 +96,51 @@ pub(crate) static NOW_NS: AtomicU64 = AtomicU64::new(0);
 /// Reset all counters (session start; no allocation is being counted concurrently).
 pub(crate) fn reset() {
     SHARED.clear();
-    for c in [&PEAK_BYTES, &PEAK_BLOCKS, &PEAK_TIME_NS, &LOST, &NOW_NS] {
+    for c in [&PEAK_BLOCKS, &PEAK_TIME_NS, &LOST, &NOW_NS] {
         c.store(0, Relaxed);
     }
-    LIVE_BYTES.store(0, Relaxed);
-    LIVE_BLOCKS.store(0, Relaxed);
+    LIVE_BYTES.0.store(0, Relaxed);
+    PEAK_BYTES.0.store(0, Relaxed);
 }
 
 #[inline(always)]
-fn live_change(bytes: i64, blocks: i64) {
-    let live = LIVE_BYTES.fetch_add(bytes, Relaxed) + bytes;
-    if blocks != 0 {
-        LIVE_BLOCKS.fetch_add(blocks, Relaxed);
-    }
+fn live_change(bytes: i64) {
+    let live = LIVE_BYTES.0.fetch_add(bytes, Relaxed) + bytes;
     // `>=` as dhat: of equal peaks the latest counts.
-    if bytes >= 0 && live >= 0 && live as u64 >= PEAK_BYTES.load(Relaxed) {
+    if bytes >= 0 && live >= 0 && live as u64 >= PEAK_BYTES.0.load(Relaxed) {
         new_peak(live as u64);
     }
 }
 
-#[cold]
+/// The live total reached (or equalled) the peak. Equal peaks are common (a loop that
+/// allocates and frees at the top of the heap), so they take no locked instruction.
 #[inline(never)]
 fn new_peak(live: u64) {
-    PEAK_BYTES.fetch_max(live, Relaxed);
-    PEAK_BLOCKS.store(LIVE_BLOCKS.load(Relaxed).max(0) as u64, Relaxed);
-    PEAK_TIME_NS.store(NOW_NS.load(Relaxed), Relaxed);
+    if live > PEAK_BYTES.0.load(Relaxed) {
+        PEAK_BYTES.0.fetch_max(live, Relaxed);
+    }
+    let blocks = live_blocks().max(0) as u64;
+    if PEAK_BLOCKS.load(Relaxed) != blocks {
+        PEAK_BLOCKS.store(blocks, Relaxed);
+    }
+    let now = NOW_NS.load(Relaxed);
+    if PEAK_TIME_NS.load(Relaxed) != now {
+        PEAK_TIME_NS.store(now, Relaxed);
+    }
+}
+
+/// Live blocks: all allocations minus all frees, summed over the threads.
+fn live_blocks() -> i64 {
+    let mut c = Counters::default();
+    sum_totals(&mut c);
+    c.total_allocs as i64 - c.total_frees as i64
+}
+
+fn sum_totals(c: &mut Counters) {
+    SHARED.add_to(c);
+    for i in 0..slots::HWM.load(Relaxed) {
+        slots::slot(i).totals.add_to(c);
+    }
 }
 
 #[inline(always)]
@@ -135,14 +160,14 @@ pub(crate) fn on_alloc(own: Option<&Totals>, size: usize) {
         add(&t.allocs, 1);
         add(&t.bytes, size as u64);
     });
-    live_change(size as i64, 1);
+    live_change(size as i64);
 }
 
 /// Count a free of `size` bytes.
 #[inline(always)]
 pub(crate) fn on_free(own: Option<&Totals>, size: usize) {
     totals(own, |t, add| add(&t.frees, 1));
-    live_change(-(size as i64), -1);
+    live_change(-(size as i64));
 }
 
 /// Count a realloc: one block retired, one created.
@@ -153,7 +178,7 @@ pub(crate) fn on_realloc(own: Option<&Totals>, old_size: usize, new_size: usize)
         add(&t.frees, 1);
         add(&t.bytes, new_size as u64);
     });
-    live_change(new_size as i64 - old_size as i64, 0);
+    live_change(new_size as i64 - old_size as i64);
 }
 
 /// Count an allocation the inner allocator refused.
@@ -166,16 +191,13 @@ pub(crate) fn on_failed(own: Option<&Totals>) {
 pub fn snapshot() -> Counters {
     let mut c = Counters {
         time_ns: NOW_NS.load(Relaxed),
-        live_bytes: LIVE_BYTES.load(Relaxed),
-        live_blocks: LIVE_BLOCKS.load(Relaxed),
-        peak_bytes: PEAK_BYTES.load(Relaxed),
+        live_bytes: LIVE_BYTES.0.load(Relaxed),
+        peak_bytes: PEAK_BYTES.0.load(Relaxed),
         peak_blocks: PEAK_BLOCKS.load(Relaxed),
         peak_time_ns: PEAK_TIME_NS.load(Relaxed),
         ..Default::default()
     };
-    SHARED.add_to(&mut c);
-    for i in 0..slots::HWM.load(Relaxed) {
-        slots::slot(i).totals.add_to(&mut c);
-    }
+    sum_totals(&mut c);
+    c.live_blocks = c.total_allocs as i64 - c.total_frees as i64;
     c
 }

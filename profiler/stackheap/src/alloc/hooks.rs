@@ -5,7 +5,11 @@
 //! Order matters for a correct reconstruction: a free is recorded *before* the block is
 //! returned to the inner allocator and an allocation *after* it was obtained, so when
 //! another thread gets the same address it also gets a later sequence number.
+//!
+//! Cost per recorded event: one locked instruction for the sequence number, one for the
+//! live-bytes counter, a frame-pointer walk and one probe of the thread's stack table.
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::counters;
@@ -15,8 +19,6 @@ use crate::format::varint::SliceWriter;
 use crate::record::session::{self, ACTIVE, SAMPLE_RATE, STATE, UNINIT};
 use crate::record::slots::{self, Owner, Slot, STACK_TABLE};
 use crate::stack::{self, bounds::StackBounds, unwind};
-
-const SCRATCH: usize = MAX_STACK_RECORD + MAX_EVENT_RECORD + 16;
 
 /// True if the profiler should look at this call at all (one relaxed load when dormant).
 #[inline(always)]
@@ -38,6 +40,7 @@ fn rate() -> u64 {
     SAMPLE_RATE.load(Relaxed)
 }
 
+#[inline(always)]
 fn hash_frames(frames: &[u64]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &f in frames {
@@ -46,16 +49,17 @@ fn hash_frames(frames: &[u64]) -> u64 {
     h | 1
 }
 
-/// Capture the stack and return its per-thread id, writing a StackDef first if this
-/// thread has not written it yet.
+/// Capture the stack and return its per-thread id, writing a StackDef to the ring
+/// first if this thread has not written it yet. Call between `begin` and `end`.
 #[inline(always)]
-fn stack_id(owner: &mut Owner, out: &mut SliceWriter<'_>) -> u64 {
-    let mut frames = [0u64; MAX_FRAMES];
-    let n = unwind::capture(&mut frames, owner.bounds);
+fn stack_id(slot: &Slot, owner: &mut Owner) -> u64 {
+    let mut buf = [MaybeUninit::<u64>::uninit(); MAX_FRAMES];
+    let n = unwind::capture(&mut buf, owner.bounds);
     if n == 0 {
         return 0;
     }
-    let frames = &frames[..n];
+    // SAFETY: `capture` initialised the first `n` entries.
+    let frames: &[u64] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
     let h = hash_frames(frames);
     let mask = STACK_TABLE - 1;
     let mut i = h as usize & mask;
@@ -69,18 +73,27 @@ fn stack_id(owner: &mut Owner, out: &mut SliceWriter<'_>) -> u64 {
         }
         i = (i + 1) & mask;
     }
-    // New to this thread: define it. Keep the table at most 3/4 full by starting over
-    // (ids keep growing, so an id is never reused for another stack).
+    define_stack(slot, owner, h, i, frames)
+}
+
+/// A stack new to this thread: give it an id and write its frames. Keeps the table at
+/// most 3/4 full by starting over (ids keep growing, so an id never names two stacks).
+#[cold]
+#[inline(never)]
+fn define_stack(slot: &Slot, owner: &mut Owner, h: u64, mut i: usize, frames: &[u64]) -> u64 {
     if owner.table_used >= STACK_TABLE * 3 / 4 || owner.table[i].0 != 0 {
         owner.table.iter_mut().for_each(|e| *e = (0, 0));
         owner.table_used = 0;
-        i = h as usize & mask;
+        i = h as usize & (STACK_TABLE - 1);
     }
     let id = owner.next_stack;
     owner.next_stack += 1;
     owner.table[i] = (h, id);
     owner.table_used += 1;
-    encode::stack_def(out, id, frames);
+    let mut scratch = [0u8; MAX_STACK_RECORD];
+    let mut w = SliceWriter::new(&mut scratch);
+    encode::stack_def(&mut w, id, frames);
+    slot.write(w.as_slice());
     id
 }
 
@@ -123,25 +136,16 @@ pub fn after_alloc(ptr: *mut u8, size: usize) {
     if rate > 1 && !owner.countdown.sample(size, rate) {
         return;
     }
-    if !slot.announce() {
-        return;
-    }
-    let mut scratch = [0u8; SCRATCH];
-    let mut w = SliceWriter::new(&mut scratch);
-    let id = stack_id(owner, &mut w);
-    let seq = slot.next_seq();
+    let Some(seq) = slot.begin() else { return };
+    let id = stack_id(slot, owner);
     if rate > 1 {
         session::sampled_set().insert(ptr as usize);
     }
-    owner.stream.alloc(
-        &mut w,
-        seq,
-        ptr as u64,
-        size as u64,
-        id,
-        depth(owner.bounds),
-    );
-    slot.publish(w.as_slice());
+    let d = depth(owner.bounds);
+    slot.record(MAX_EVENT_RECORD, |w| {
+        owner.stream.alloc(w, seq, ptr as u64, size as u64, id, d)
+    });
+    slot.end();
 }
 
 /// Before `ptr` (of `size` bytes) is given back to the inner allocator.
@@ -163,16 +167,11 @@ pub fn before_free(ptr: *mut u8, size: usize) {
             return;
         }
     }
-    if !slot.announce() {
-        return;
-    }
+    let Some(seq) = slot.begin() else { return };
     // SAFETY: this thread's slot; no other &mut Owner alive.
     let owner = unsafe { slot.owner() };
-    let mut scratch = [0u8; MAX_EVENT_RECORD];
-    let mut w = SliceWriter::new(&mut scratch);
-    let seq = slot.next_seq();
-    owner.stream.free(&mut w, seq, ptr as u64);
-    slot.publish(w.as_slice());
+    slot.record(MAX_EVENT_RECORD, |w| owner.stream.free(w, seq, ptr as u64));
+    slot.end();
 }
 
 /// What `before_realloc` learned, handed to `after_realloc`.
@@ -185,9 +184,9 @@ pub struct ReallocTicket {
     guard: Option<Guard>,
 }
 
-/// Before a realloc of `old` (`old_size` bytes) to `new_size` bytes. The old block's
-/// retirement takes its sequence number here, before the inner allocator can hand the
-/// address to another thread.
+/// Before a realloc of `old` to `new_size` bytes. The old block's retirement takes its
+/// sequence number here, before the inner allocator can hand the address to another
+/// thread; the record stays announced until `after_realloc`.
 #[inline(always)]
 pub fn before_realloc(old: *mut u8, new_size: usize) -> ReallocTicket {
     let mut t = ReallocTicket {
@@ -203,11 +202,9 @@ pub fn before_realloc(old: *mut u8, new_size: usize) -> ReallocTicket {
     }
     let Some(g) = Guard::enter() else { return t };
     t.guard = Some(g);
+    t.owner = slots::current();
     let rate = rate();
-    if rate == 0 {
-        return t;
-    }
-    let Some(slot) = slots::current() else {
+    let Some(slot) = t.owner.filter(|_| rate != 0) else {
         return t;
     };
     if rate > 1 {
@@ -219,9 +216,11 @@ pub fn before_realloc(old: *mut u8, new_size: usize) -> ReallocTicket {
         t.old_sampled = true;
         t.new_sampled = true;
     }
-    if (t.old_sampled || t.new_sampled) && slot.announce() {
-        t.slot = Some(slot);
-        t.free_seq = slot.next_seq();
+    if t.old_sampled || t.new_sampled {
+        if let Some(seq) = slot.begin() {
+            t.slot = Some(slot);
+            t.free_seq = seq;
+        }
     }
     t
 }
@@ -240,7 +239,7 @@ pub fn after_realloc(
     }
     if new.is_null() {
         if let Some(slot) = t.slot {
-            slot.abandon();
+            slot.end();
         }
         if t.old_sampled && rate() > 1 {
             session::sampled_set().insert(old as usize);
@@ -252,36 +251,32 @@ pub fn after_realloc(
     let Some(slot) = t.slot else { return };
     // SAFETY: this thread's slot; no other &mut Owner alive.
     let owner = unsafe { slot.owner() };
-    let mut scratch = [0u8; SCRATCH];
-    let mut w = SliceWriter::new(&mut scratch);
-    let rate = rate();
     if t.new_sampled {
-        let id = stack_id(owner, &mut w);
-        if rate > 1 {
+        let id = stack_id(slot, owner);
+        if rate() > 1 {
             session::sampled_set().insert(new as usize);
         }
         let seq = slot.next_seq();
         let d = depth(owner.bounds);
+        let (old, new) = (old as u64, new as u64);
+        let (old_size, new_size) = (old_size as u64, new_size as u64);
         if t.old_sampled {
-            owner.stream.realloc(
-                &mut w,
-                seq,
-                old as u64,
-                old_size as u64,
-                new as u64,
-                new_size as u64,
-                id,
-                d,
-            );
+            slot.record(MAX_EVENT_RECORD, |w| {
+                owner
+                    .stream
+                    .realloc(w, seq, old, old_size, new, new_size, id, d)
+            });
         } else {
-            owner
-                .stream
-                .alloc(&mut w, seq, new as u64, new_size as u64, id, d);
+            slot.record(MAX_EVENT_RECORD, |w| {
+                owner.stream.alloc(w, seq, new, new_size, id, d)
+            });
         }
     } else {
-        owner.stream.free(&mut w, t.free_seq, old as u64);
+        slot.record(MAX_EVENT_RECORD, |w| {
+            owner.stream.free(w, t.free_seq, old as u64)
+        });
     }
-    slot.publish(w.as_slice());
+    slot.end();
 }
 
 /// An allocation the inner allocator refused; the guard is held by the caller.
@@ -289,19 +284,18 @@ pub fn after_realloc(
 fn failed(slot: Option<&'static Slot>, size: usize) {
     counters::on_failed(slot.map(|s| &s.totals));
     let Some(slot) = slot else { return };
-    if rate() == 0 || !slot.announce() {
+    if rate() == 0 {
         return;
     }
+    let Some(seq) = slot.begin() else { return };
     // SAFETY: this thread's slot; no other &mut Owner alive.
     let owner = unsafe { slot.owner() };
-    let mut scratch = [0u8; SCRATCH];
-    let mut w = SliceWriter::new(&mut scratch);
-    let id = stack_id(owner, &mut w);
-    let seq = slot.next_seq();
-    owner
-        .stream
-        .alloc_failed(&mut w, seq, size as u64, id, depth(owner.bounds));
-    slot.publish(w.as_slice());
+    let id = stack_id(slot, owner);
+    let d = depth(owner.bounds);
+    slot.record(MAX_EVENT_RECORD, |w| {
+        owner.stream.alloc_failed(w, seq, size as u64, id, d)
+    });
+    slot.end();
 }
 
 /// First record of a thread's stream (called at registration, guard held).
@@ -319,7 +313,7 @@ pub(crate) fn write_thread_start(slot: &Slot, bounds: StackBounds) {
         bounds.size() as u64,
         now,
     );
-    publish_unsequenced(slot, w.as_slice());
+    write_unsequenced(slot, w.as_slice());
 }
 
 /// Last record of a thread's stream (thread exit, guard held).
@@ -327,11 +321,12 @@ pub(crate) fn write_thread_end(slot: &Slot) {
     let mut scratch = [0u8; 24];
     let mut w = SliceWriter::new(&mut scratch);
     encode::thread_end(&mut w, counters::NOW_NS.load(Relaxed));
-    publish_unsequenced(slot, w.as_slice());
+    write_unsequenced(slot, w.as_slice());
 }
 
-fn publish_unsequenced(slot: &Slot, bytes: &[u8]) {
-    if slot.announce() {
-        slot.publish(bytes);
+fn write_unsequenced(slot: &Slot, bytes: &[u8]) {
+    if slot.begin().is_some() {
+        slot.write(bytes);
+        slot.end();
     }
 }

@@ -23,6 +23,19 @@ fn framed<const N: usize>(out: &mut SliceWriter<'_>, k: u8, f: impl FnOnce(&mut 
     out.bytes(body.as_slice());
 }
 
+/// Write `kind | body_len | body` in place for a body known to be under 128 bytes (the
+/// event records: at most seven varints), so `body_len` is one byte patched afterwards.
+#[inline(always)]
+fn framed_small(out: &mut SliceWriter<'_>, k: u8, f: impl FnOnce(&mut SliceWriter<'_>)) {
+    out.u8(k);
+    let len_at = out.len();
+    out.u8(0);
+    f(out);
+    let n = out.len() - len_at - 1;
+    debug_assert!(n < 128);
+    out.patch(len_at, n as u8);
+}
+
 /// Delta state of one thread stream, shared by writer and reader.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StreamState {
@@ -60,7 +73,7 @@ impl StreamState {
     ) {
         let ds = self.dseq(seq);
         let da = self.daddr(addr);
-        framed::<64>(out, kind::ALLOC, |b| {
+        framed_small(out, kind::ALLOC, |b| {
             b.uvar(ds);
             b.svar(da);
             b.uvar(size);
@@ -74,7 +87,7 @@ impl StreamState {
     pub fn free(&mut self, out: &mut SliceWriter<'_>, seq: u64, addr: u64) {
         let ds = self.dseq(seq);
         let da = self.daddr(addr);
-        framed::<32>(out, kind::FREE, |b| {
+        framed_small(out, kind::FREE, |b| {
             b.uvar(ds);
             b.svar(da);
         });
@@ -97,7 +110,7 @@ impl StreamState {
         let ds = self.dseq(seq);
         let dold = self.daddr(old_addr);
         let dnew = self.daddr(new_addr);
-        framed::<80>(out, kind::REALLOC, |b| {
+        framed_small(out, kind::REALLOC, |b| {
             b.uvar(ds);
             b.svar(dold);
             b.svar(dnew);
@@ -119,7 +132,7 @@ impl StreamState {
         depth: u64,
     ) {
         let ds = self.dseq(seq);
-        framed::<48>(out, kind::ALLOC_FAILED, |b| {
+        framed_small(out, kind::ALLOC_FAILED, |b| {
             b.uvar(ds);
             b.uvar(size);
             b.uvar(stack);

@@ -72,6 +72,12 @@ impl<'a> SliceWriter<'a> {
         self.bytes(b);
     }
 
+    /// Overwrite the byte at `pos` (already written).
+    #[inline]
+    pub fn patch(&mut self, pos: usize, b: u8) {
+        self.buf[pos] = b;
+    }
+
     /// The bytes written so far.
     #[inline]
     pub fn as_slice(&self) -> &[u8] {

@@ -121,7 +121,7 @@ impl Recorder {
 
     /// One round: time and sequence first, then every thread's watermark and data.
     fn round(&mut self) -> usize {
-        let seq = slots::SEQ.load(Ordering::SeqCst);
+        let seq = slots::SEQ.load(Ordering::Acquire);
         let t = self.now_ns();
         NOW_NS.store(t, Ordering::Relaxed);
         let mut watermark = seq;
@@ -132,7 +132,7 @@ impl Recorder {
             if state == slots::FREE {
                 continue;
             }
-            let f = s.in_flight.load(Ordering::SeqCst);
+            let f = s.in_flight.load(Ordering::Acquire);
             if f != slots::NONE {
                 watermark = watermark.min(f);
             }
@@ -145,7 +145,7 @@ impl Recorder {
                 drained += n;
             }
             if state == slots::RETIRED
-                && s.in_flight.load(Ordering::SeqCst) == slots::NONE
+                && s.in_flight.load(Ordering::Acquire) == slots::NONE
                 && s.head.load(Ordering::Acquire) == head
             {
                 s.totals.fold_into(&counters::SHARED);

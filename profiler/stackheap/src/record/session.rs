@@ -260,6 +260,9 @@ pub fn stop() -> Result<(), Error> {
         return Err(Error::NotRunning);
     }
     STATE.store(STOPPING, Ordering::SeqCst);
+    // Pairs with the RMW in `Slot::begin`: a thread that took its number before this
+    // is seen in `in_flight` below; one after it sees STOPPING.
+    slots::SEQ.fetch_add(0, Ordering::AcqRel);
     // Wait for records already announced to be published (or abandoned).
     for i in 0..slots::HWM.load(Ordering::Acquire) {
         let s = slots::slot(i);

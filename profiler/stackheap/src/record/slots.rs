@@ -2,9 +2,9 @@
 //! encoded records that only the recorder thread consumes. No lock is shared: the
 //! owner publishes `head`, the recorder publishes `tail`.
 //!
-//! Ordering protocol (see the format docs): before taking a sequence number a thread
-//! announces a lower bound of it in `in_flight` and clears it once the record is
-//! published. The recorder reads the global sequence `G`, then every `in_flight`, then
+//! Ordering protocol (see the format docs and [`Slot::begin`]): before taking a sequence
+//! number a thread announces a lower bound of it in `in_flight` and clears it once the
+//! record is published. The recorder reads the global sequence `G`, then every `in_flight`, then
 //! drains; `min(G, in_flight…)` is a watermark below which every event is on disk.
 
 use std::cell::{Cell, UnsafeCell};
@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::alloc::counters::LOST;
 use crate::alloc::sampler::Countdown;
 use crate::format::encode::StreamState;
+use crate::format::varint::SliceWriter;
 use crate::record::session;
 use crate::stack::bounds::StackBounds;
 
@@ -74,7 +75,9 @@ pub struct Slot {
     _pad2: [u8; 56],
     /// This thread's exact totals (owner-written, summed by readers).
     pub totals: crate::alloc::counters::Totals,
-    _pad3: [u8; 32],
+    /// Start of this slot's ring (set at registration).
+    ring: AtomicPtr<u8>,
+    _pad3: [u8; 24],
     owner: UnsafeCell<Owner>,
 }
 
@@ -155,60 +158,114 @@ impl Slot {
         unsafe { &mut *self.owner.get() }
     }
 
-    /// Announce that a record is coming; false if profiling is not active (then the
-    /// caller must not record).
+    /// Start a sequenced record: announce a lower bound of the sequence number in
+    /// `in_flight`, take the number, and check that profiling is still active (else
+    /// give up and return `None`). One locked instruction.
+    ///
+    /// Why this is enough: the `fetch_add` is a release-acquire RMW on the one global
+    /// sequence. The recorder reads `SEQ` with acquire before reading `in_flight`, so if
+    /// our number is below what it read, it also sees our announcement. `stop` does an
+    /// RMW on `SEQ` after setting `STOPPING`: whichever RMW comes second sees the other
+    /// side's write (our announcement, or `STOPPING`).
     #[inline(always)]
-    pub fn announce(&self) -> bool {
+    pub fn begin(&self) -> Option<u64> {
         self.in_flight
-            .store(SEQ.load(Ordering::Relaxed), Ordering::SeqCst);
-        if session::STATE.load(Ordering::SeqCst) != session::ACTIVE {
-            self.in_flight.store(NONE, Ordering::Release);
-            return false;
+            .store(SEQ.load(Ordering::Relaxed), Ordering::Relaxed);
+        let seq = SEQ.fetch_add(1, Ordering::AcqRel);
+        if session::STATE.load(Ordering::Acquire) != session::ACTIVE {
+            self.end();
+            return None;
         }
-        true
+        Some(seq)
     }
 
-    /// Take the next global sequence number (after `announce`).
+    /// Take a further sequence number inside a record (a realloc's second one).
     #[inline(always)]
     pub fn next_seq(&self) -> u64 {
-        SEQ.fetch_add(1, Ordering::SeqCst)
+        SEQ.fetch_add(1, Ordering::AcqRel)
     }
 
-    /// Give up an announced record.
+    /// End the record: nothing of ours is in flight any more.
     #[inline(always)]
-    pub fn abandon(&self) {
+    pub fn end(&self) {
         self.in_flight.store(NONE, Ordering::Release);
     }
 
-    /// Copy `bytes` into the ring, waiting for the recorder if it is full, publish them
-    /// and clear `in_flight`. If the recorder cannot take them (stopping, or stuck for
-    /// seconds), the record is counted as lost instead.
+    /// Copy `bytes` into the ring, waiting for the recorder if it is full, and publish
+    /// them. If the recorder cannot take them (stopping, or stuck for seconds), the
+    /// record is counted as lost instead. Call between `begin` and `end`.
     #[inline(always)]
-    pub fn publish(&self, bytes: &[u8]) {
+    pub fn write(&self, bytes: &[u8]) {
         let len = bytes.len() as u64;
         let head = self.head.load(Ordering::Relaxed);
-        let mut spins = 0u32;
-        while head + len - self.tail.load(Ordering::Acquire) > RING_SIZE as u64 {
-            if session::STATE.load(Ordering::Relaxed) != session::ACTIVE || spins > 2_000_000 {
-                LOST.fetch_add(1, Ordering::Relaxed);
-                self.abandon();
-                return;
-            }
-            spins += 1;
-            // SAFETY: sched_yield has no preconditions; this is the rare hand-off wait.
-            unsafe { libc::sched_yield() };
+        if head + len - self.tail.load(Ordering::Acquire) > RING_SIZE as u64
+            && !self.wait_for_room(head + len)
+        {
+            LOST.fetch_add(1, Ordering::Relaxed);
+            return;
         }
-        let base = ring(self.index());
+        let base = self.ring.load(Ordering::Relaxed);
         let pos = (head % RING_SIZE as u64) as usize;
         let first = bytes.len().min(RING_SIZE - pos);
-        // SAFETY: [pos, pos+first) and [0, len-first) lie inside this slot's ring; the
+        // SAFETY: [pos, pos+first) and [0, len-first) lie inside this slot's ring (set
+        // at registration, before any write); the
         // recorder never reads beyond `head`, which we publish only after the copy.
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(pos), first);
             std::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), base, bytes.len() - first);
         }
         self.head.store(head + len, Ordering::Release);
-        self.in_flight.store(NONE, Ordering::Release);
+    }
+
+    /// Encode a record of at most `max` bytes with `f` straight into the ring and
+    /// publish it (no copy). Near the end of the ring, or when it is full, it goes
+    /// through a scratch buffer and [`Slot::write`]. Call between `begin` and `end`.
+    #[inline(always)]
+    pub fn record(&self, max: usize, f: impl FnOnce(&mut SliceWriter<'_>)) {
+        let head = self.head.load(Ordering::Relaxed);
+        let pos = (head % RING_SIZE as u64) as usize;
+        let ring = self.ring.load(Ordering::Relaxed);
+        if pos + max <= RING_SIZE
+            && head + max as u64 - self.tail.load(Ordering::Acquire) <= RING_SIZE as u64
+            && !ring.is_null()
+        {
+            // SAFETY: [pos, pos+max) lies inside this slot's ring and beyond `head`, so
+            // the recorder (which reads only below `head`) does not look at it; only
+            // the owner writes there.
+            let buf = unsafe { std::slice::from_raw_parts_mut(ring.add(pos), max) };
+            let mut w = SliceWriter::new(buf);
+            f(&mut w);
+            let n = w.len() as u64;
+            self.head.store(head + n, Ordering::Release);
+        } else {
+            self.record_slow(max, f);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_slow(&self, max: usize, f: impl FnOnce(&mut SliceWriter<'_>)) {
+        let mut scratch = [0u8; 256];
+        let mut w = SliceWriter::new(&mut scratch[..max.min(256)]);
+        f(&mut w);
+        let n = w.len();
+        self.write(&scratch[..n]);
+    }
+
+    /// The ring is full: yield until the recorder drained enough (the rare hand-off).
+    #[cold]
+    #[inline(never)]
+    fn wait_for_room(&self, need_head: u64) -> bool {
+        let mut spins = 0u32;
+        while need_head - self.tail.load(Ordering::Acquire) > RING_SIZE as u64 {
+            if session::STATE.load(Ordering::Relaxed) != session::ACTIVE || spins > 2_000_000 {
+                return false;
+            }
+            spins += 1;
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        }
+        true
     }
 
     /// Recorder side: the published bytes not yet consumed, as up to two slices.
@@ -299,11 +356,11 @@ fn register() -> Option<&'static Slot> {
                 .is_ok()
         {
             HWM.fetch_max(i + 1, Ordering::AcqRel);
-            found = Some(s);
+            found = Some((i, s));
             break;
         }
     }
-    let Some(s) = found else {
+    let Some((i, s)) = found else {
         LOST.fetch_add(1, Ordering::Relaxed);
         return None;
     };
@@ -321,6 +378,7 @@ fn register() -> Option<&'static Slot> {
         (thread as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ s.head.load(Ordering::Relaxed),
         rate,
     );
+    s.ring.store(ring(i), Ordering::Relaxed);
     s.thread.store(thread, Ordering::Release);
     CURRENT.with(|c| c.set(s));
     CURRENT_SESSION.with(|c| c.set(session::SESSION.load(Ordering::Relaxed)));

@@ -5,6 +5,7 @@
 //! stack, above the previous one, so a function built without frame pointers (whose
 //! `rbp` holds some other value) ends the walk instead of faulting.
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::bounds::StackBounds;
@@ -61,7 +62,7 @@ fn frame_pointer() -> usize {
 /// Walk frame pointers from the caller's frame; returns how many return addresses
 /// were written to `out` (innermost first).
 #[inline(always)]
-pub fn walk_frame_pointers(out: &mut [u64], stack: StackBounds) -> usize {
+pub fn walk_frame_pointers(out: &mut [MaybeUninit<u64>], stack: StackBounds) -> usize {
     let mut fp = frame_pointer();
     let mut n = 0;
     while n < out.len() && fp % std::mem::align_of::<usize>() == 0 && stack.contains(fp, 16) {
@@ -71,7 +72,7 @@ pub fn walk_frame_pointers(out: &mut [u64], stack: StackBounds) -> usize {
         if ret == 0 {
             break;
         }
-        out[n] = ret as u64;
+        out[n].write(ret as u64);
         n += 1;
         if next <= fp {
             break;
@@ -84,7 +85,7 @@ pub fn walk_frame_pointers(out: &mut [u64], stack: StackBounds) -> usize {
 /// Capture with libgcc's unwinder. Does not allocate in the common case; call with the
 /// reentrancy guard held anyway, since the unwinder may take the loader lock.
 #[inline(never)]
-pub fn walk_backtrace(out: &mut [u64]) -> usize {
+pub fn walk_backtrace(out: &mut [MaybeUninit<u64>]) -> usize {
     let mut n = 0;
     // SAFETY: trace_unsynchronized is unsafe because it must not race with another
     // unwind on some platforms' non-thread-safe unwinders; libgcc's _Unwind_Backtrace
@@ -94,7 +95,7 @@ pub fn walk_backtrace(out: &mut [u64]) -> usize {
             if n >= out.len() {
                 return false;
             }
-            out[n] = frame.ip() as u64;
+            out[n].write(frame.ip() as u64);
             n += 1;
             true
         });
@@ -104,7 +105,7 @@ pub fn walk_backtrace(out: &mut [u64]) -> usize {
 
 /// Capture the current call stack with the chosen unwinder.
 #[inline(always)]
-pub fn capture(out: &mut [u64], stack: StackBounds) -> usize {
+pub fn capture(out: &mut [MaybeUninit<u64>], stack: StackBounds) -> usize {
     match get() {
         Unwinder::FramePointers => walk_frame_pointers(out, stack),
         Unwinder::Backtrace => walk_backtrace(out),
@@ -116,10 +117,13 @@ pub fn capture(out: &mut [u64], stack: StackBounds) -> usize {
 /// the DWARF backtrace.
 #[inline(never)]
 pub fn frame_pointers_work(stack: StackBounds) -> bool {
-    let mut fp = [0u64; 8];
-    let mut bt = [0u64; 24];
+    let mut fp = [MaybeUninit::new(0u64); 8];
+    let mut bt = [MaybeUninit::new(0u64); 24];
     let nf = walk_frame_pointers(&mut fp, stack);
     let nb = walk_backtrace(&mut bt);
+    // SAFETY: both arrays were fully initialised above.
+    let (fp, bt): ([u64; 8], [u64; 24]) =
+        unsafe { (std::mem::transmute(fp), std::mem::transmute(bt)) };
     let want = nf.min(3);
     if want < 2 {
         return false;
