@@ -121,12 +121,18 @@ pub fn frame_pointers_work(stack: StackBounds) -> bool {
     let mut bt = [MaybeUninit::new(0u64); 24];
     let nf = walk_frame_pointers(&mut fp, stack);
     let nb = walk_backtrace(&mut bt);
-    // SAFETY: both arrays were fully initialised above.
-    let (fp, bt): ([u64; 8], [u64; 24]) =
-        unsafe { (std::mem::transmute(fp), std::mem::transmute(bt)) };
+    // Both arrays were fully initialised above (with zeros, then frames).
+    let fp: Vec<u64> = fp.iter().map(|v| unsafe_init(v)).collect();
+    let bt: Vec<u64> = bt.iter().map(|v| unsafe_init(v)).collect();
     let want = nf.min(3);
     if want < 2 {
         return false;
     }
     bt[..nb].windows(want).any(|w| w == &fp[..want])
+}
+
+/// Read an element that was initialised at creation.
+fn unsafe_init(v: &MaybeUninit<u64>) -> u64 {
+    // SAFETY: only called on arrays created with `MaybeUninit::new`.
+    unsafe { v.assume_init() }
 }
