@@ -122,8 +122,8 @@ pub fn frame_pointers_work(stack: StackBounds) -> bool {
     let nf = walk_frame_pointers(&mut fp, stack);
     let nb = walk_backtrace(&mut bt);
     // Both arrays were fully initialised above (with zeros, then frames).
-    let fp: Vec<u64> = fp.iter().map(|v| unsafe_init(v)).collect();
-    let bt: Vec<u64> = bt.iter().map(|v| unsafe_init(v)).collect();
+    let fp: Vec<u64> = fp.iter().map(init_value).collect();
+    let bt: Vec<u64> = bt.iter().map(init_value).collect();
     let want = nf.min(3);
     if want < 2 {
         return false;
@@ -132,7 +132,7 @@ pub fn frame_pointers_work(stack: StackBounds) -> bool {
 }
 
 /// Read an element that was initialised at creation.
-fn unsafe_init(v: &MaybeUninit<u64>) -> u64 {
+fn init_value(v: &MaybeUninit<u64>) -> u64 {
     // SAFETY: only called on arrays created with `MaybeUninit::new`.
     unsafe { v.assume_init() }
 }
