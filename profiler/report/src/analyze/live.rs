@@ -13,25 +13,62 @@ pub struct Block {
     pub stack: u32,
     /// How many allocations of the program it stands for (1 in full mode).
     pub weight: f64,
+    /// Sequence number of the allocation.
+    pub seq: u64,
 }
 
 /// Live blocks by address, with the running total.
+///
+/// One address can briefly hold two live blocks: a realloc on one thread retires its
+/// old block inside the allocator, another thread is handed that address and records
+/// its allocation, and only then does the realloc record (ordered by its second
+/// sequence number) arrive. The older block waits in `displaced`, still live, until
+/// the realloc claims it.
 #[derive(Debug, Default)]
 pub struct LiveMap {
     blocks: HashMap<u64, Block>,
+    displaced: HashMap<u64, Block>,
     tally: Tally,
 }
 
 impl LiveMap {
-    /// Add a block; returns the block that was still live at that address, if any
-    /// (a missed free), after retiring it.
-    pub fn insert(&mut self, addr: u64, b: Block) -> Option<Block> {
+    /// Add a block. If a block was still live at that address it is kept aside (still
+    /// live) for a realloc to claim; returns true then.
+    pub fn insert(&mut self, addr: u64, b: Block) -> bool {
         let old = self.blocks.insert(addr, b);
-        if let Some(o) = &old {
-            self.tally.sub(o);
-        }
         self.tally.add(&b);
-        old
+        match old {
+            Some(o) => {
+                if let Some(older) = self.displaced.insert(addr, o) {
+                    // A third block at one address: the oldest really missed its free.
+                    self.tally.sub(&older);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Retire the old block of a realloc that was retired after `free_seq`: the live
+    /// block at `addr` if it is older than that, else the one kept aside.
+    pub fn remove_for_realloc(&mut self, addr: u64, free_seq: u64) -> Option<Block> {
+        match self.blocks.get(&addr) {
+            Some(b) if b.seq < free_seq => self.remove(addr),
+            _ => {
+                let b = self.displaced.remove(&addr)?;
+                self.tally.sub(&b);
+                Some(b)
+            }
+        }
+    }
+
+    /// Blocks kept aside that no realloc claimed (a free was lost): retire them.
+    pub fn drain_displaced(&mut self) -> Vec<Block> {
+        let v: Vec<Block> = self.displaced.drain().map(|(_, b)| b).collect();
+        for b in &v {
+            self.tally.sub(b);
+        }
+        v
     }
 
     /// Retire the block at `addr`; `None` if no block is live there (allocated before
@@ -67,6 +104,7 @@ mod tests {
             size,
             stack: 1,
             weight: 1.0,
+            seq: 0,
         }
     }
 
@@ -82,11 +120,26 @@ mod tests {
     }
 
     #[test]
-    fn reuse_of_a_live_address_retires_the_old_block() {
+    fn reuse_during_a_realloc_keeps_both_blocks_until_the_realloc() {
         let mut m = LiveMap::default();
-        m.insert(0x10, b(5));
-        let old = m.insert(0x10, b(9));
-        assert_eq!(old.map(|b| b.size), Some(5));
+        // Thread A allocated 5 bytes at 0x10 (seq 1), then reallocs it: free side seq 10.
+        m.insert(0x10, Block { seq: 1, ..b(5) });
+        // Thread B is handed 0x10 at seq 11, before A's realloc record (seq 12).
+        assert!(m.insert(0x10, Block { seq: 11, ..b(9) }));
+        assert_eq!((m.tally().bytes, m.tally().blocks), (14, 2));
+        // A's realloc retires its own old block, not B's.
+        assert_eq!(m.remove_for_realloc(0x10, 10).map(|b| b.size), Some(5));
+        assert_eq!((m.tally().bytes, m.tally().blocks), (9, 1));
+        assert_eq!(m.remove(0x10).map(|b| b.size), Some(9));
+        assert!(m.drain_displaced().is_empty());
+    }
+
+    #[test]
+    fn an_unclaimed_displaced_block_is_drained() {
+        let mut m = LiveMap::default();
+        m.insert(0x10, Block { seq: 1, ..b(5) });
+        assert!(m.insert(0x10, Block { seq: 2, ..b(9) }));
+        assert_eq!(m.drain_displaced().len(), 1);
         assert_eq!((m.tally().bytes, m.tally().blocks), (9, 1));
     }
 }

@@ -105,13 +105,15 @@ pub struct EventTotals {
     /// Frees (and realloc old blocks) of addresses not in the live map: blocks
     /// allocated before profiling started (or, when sampled, never sampled).
     pub frees_unknown: u64,
-    /// Allocations at an address that was still live (a free was missed); the old block
-    /// was retired.
+    /// Blocks whose address was allocated again while they were live and that no
+    /// realloc claimed by the end (a free was missed); retired at the end.
     pub addr_reused: u64,
     /// Failed allocations.
     pub failed_allocs: u64,
     /// Time of the last allocation event, ns since start.
     pub last_time_ns: u64,
+    /// Sequence number of the last event seen.
+    pub last_seq: u64,
 }
 
 impl EventTotals {
@@ -209,11 +211,12 @@ impl Analyzer {
         }
     }
 
-    fn block(&self, size: u64, stack: u32) -> Block {
+    fn block(&self, size: u64, stack: u32, seq: u64) -> Block {
         Block {
             size,
             stack,
             weight: sample_weight(size, self.agg.sample_rate),
+            seq,
         }
     }
 
@@ -241,10 +244,8 @@ impl Analyzer {
     }
 
     fn insert(&mut self, seq: u64, addr: u64, b: Block) {
-        if let Some(old) = self.live.insert(addr, b) {
-            self.agg.events.addr_reused += 1;
-            self.agg.sites.free(&old, seq, self.peak.peak_seq());
-        }
+        // An address still live is kept aside for a realloc to claim (see LiveMap).
+        self.live.insert(addr, b);
         self.agg.sites.alloc(&b, seq, self.peak.peak_seq());
     }
 
@@ -257,6 +258,7 @@ impl Analyzer {
             self.agg.heap_series.push(time_ns, self.live.tally().bytes);
         }
         self.agg.events.last_time_ns = time_ns;
+        self.agg.events.last_seq = seq;
     }
 
     /// Feed one event.
@@ -295,7 +297,7 @@ impl Analyzer {
                 let ev = &mut self.agg.events;
                 ev.total_allocs += 1;
                 ev.total_bytes += size;
-                let b = self.block(size, stack);
+                let b = self.block(size, stack, seq);
                 self.insert(seq, addr, b);
                 self.after_change(seq, time_ns);
             }
@@ -311,6 +313,7 @@ impl Analyzer {
             }
             &Event::Realloc {
                 seq,
+                free_seq,
                 time_ns,
                 thread,
                 old_addr,
@@ -326,10 +329,11 @@ impl Analyzer {
                 ev.total_allocs += 1;
                 ev.total_frees += 1;
                 ev.total_bytes += new_size;
-                if !self.retire(seq, old_addr) {
-                    self.agg.events.frees_unknown += 1;
+                match self.live.remove_for_realloc(old_addr, free_seq) {
+                    Some(old) => self.agg.sites.free(&old, seq, self.peak.peak_seq()),
+                    None => self.agg.events.frees_unknown += 1,
                 }
-                let b = self.block(new_size, stack);
+                let b = self.block(new_size, stack, seq);
                 self.insert(seq, new_addr, b);
                 self.after_change(seq, time_ns);
             }
@@ -366,6 +370,12 @@ impl Analyzer {
 
     /// End of the stream: settle the peak snapshot and the leaks.
     pub fn finish(mut self) -> Aggregates {
+        // Blocks kept aside that no realloc claimed: a free of them was lost.
+        for b in self.live.drain_displaced() {
+            self.agg.events.addr_reused += 1;
+            let seq = self.agg.events.last_seq;
+            self.agg.sites.free(&b, seq, self.peak.peak_seq());
+        }
         let live = *self.live.tally();
         let ev = &mut self.agg.events;
         ev.live_bytes = live.bytes;

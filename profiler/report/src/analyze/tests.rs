@@ -165,6 +165,7 @@ fn feed(ops: &[Op]) -> Aggregates {
             },
             Op::Realloc(old_addr, new_addr, new_size, stack) => Event::Realloc {
                 seq,
+                free_seq: seq,
                 time_ns,
                 thread: 1,
                 old_addr,

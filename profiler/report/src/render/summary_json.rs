@@ -1,5 +1,5 @@
 //! `summary.json`: the same facts as the text summary, for scripts. Every field is
-//! described in `FIELDS.md`.
+//! described in `docs/summary-json.md`.
 
 use serde_json::{json, Value};
 

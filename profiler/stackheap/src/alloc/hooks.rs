@@ -264,7 +264,7 @@ pub fn after_realloc(
             slot.record(MAX_EVENT_RECORD, |w| {
                 owner
                     .stream
-                    .realloc(w, seq, old, old_size, new, new_size, id, d)
+                    .realloc(w, t.free_seq, seq, old, old_size, new, new_size, id, d)
             });
         } else {
             slot.record(MAX_EVENT_RECORD, |w| {

@@ -99,6 +99,7 @@ impl StreamState {
     pub fn realloc(
         &mut self,
         out: &mut SliceWriter<'_>,
+        free_seq: u64,
         seq: u64,
         old_addr: u64,
         old_size: u64,
@@ -107,11 +108,14 @@ impl StreamState {
         stack: u64,
         depth: u64,
     ) {
-        let ds = self.dseq(seq);
+        let ds = self.dseq(free_seq);
+        let split = seq.wrapping_sub(free_seq);
+        self.seq = seq;
         let dold = self.daddr(old_addr);
         let dnew = self.daddr(new_addr);
         framed_small(out, kind::REALLOC, |b| {
             b.uvar(ds);
+            b.uvar(split);
             b.svar(dold);
             b.svar(dnew);
             b.uvar(old_size);

@@ -22,7 +22,7 @@
 //! |------|-------------|--------|-----------------------------------------------------------------------|
 //! | 0x01 | Alloc       | thread | Δseq uvar, Δaddr svar, size uvar, stack uvar, depth uvar              |
 //! | 0x02 | Free        | thread | Δseq uvar, Δaddr svar                                                 |
-//! | 0x03 | Realloc     | thread | Δseq uvar, Δold svar, new−old svar, old_size, new_size, stack, depth  |
+//! | 0x03 | Realloc     | thread | Δfree_seq uvar, seq−free_seq uvar, Δold svar, new−old svar, old_size, new_size, stack, depth |
 //! | 0x04 | AllocFailed | thread | Δseq uvar, size uvar, stack uvar, depth uvar                          |
 //! | 0x05 | StackDef    | thread | id uvar, n uvar, frame₀ uvar, (frameᵢ − frameᵢ₋₁ svar)…               |
 //! | 0x10 | ThreadStart | thread | os_tid, name str, stack_top, stack_size, time_ns                      |
@@ -229,8 +229,13 @@ pub enum Event {
     },
     /// A realloc (one event: the old block retired, the new one allocated).
     Realloc {
-        /// Global sequence number.
+        /// Global sequence number of the new block (taken after the inner realloc
+        /// returned); the event's place in the order.
         seq: u64,
+        /// Sequence number taken before the inner realloc ran: the old block was
+        /// retired after it. Another thread may have been handed `old_addr` between the
+        /// two numbers; its allocation then comes before this event.
+        free_seq: u64,
         /// When, ns since start.
         time_ns: u64,
         /// Thread index.

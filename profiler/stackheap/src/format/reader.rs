@@ -424,7 +424,8 @@ impl<R: Read> TraceReader<R> {
                 );
             }
             kind::REALLOC => {
-                st.seq = st.seq.wrapping_add(b.uvar()?);
+                let free_seq = st.seq.wrapping_add(b.uvar()?);
+                st.seq = free_seq.wrapping_add(b.uvar()?);
                 let old_addr = st.addr.wrapping_add(b.svar()? as u64);
                 let new_addr = old_addr.wrapping_add(b.svar()? as u64);
                 st.addr = new_addr;
@@ -438,6 +439,7 @@ impl<R: Read> TraceReader<R> {
                     seq,
                     Event::Realloc {
                         seq,
+                        free_seq,
                         time_ns: 0,
                         thread,
                         old_addr,

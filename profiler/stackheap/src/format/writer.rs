@@ -196,7 +196,7 @@ impl SyntheticTrace {
         let seq = self.next_seq(time_ns);
         self.thread(thread, |w, st, stacks| {
             let id = Self::stack_id(w, stacks, frames);
-            st.realloc(w, seq, old, old_size, new, new_size, id, 0);
+            st.realloc(w, seq, seq, old, old_size, new, new_size, id, 0);
         });
         self.counters.total_allocs += 1;
         self.counters.total_frees += 1;
