@@ -27,6 +27,28 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Run a workspace binary to success and return its standard output (panics with its
+/// standard error otherwise).
+pub fn run_ok(name: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(bin(name))
+        .args(args)
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run the `sh_workload` binary (`known`, `threads` or `many`) writing `trace`.
+pub fn sh_workload(kind: &str, trace: &std::path::Path, extra: &[&str]) -> String {
+    let mut args: Vec<&std::ffi::OsStr> = vec![kind.as_ref(), trace.as_os_str()];
+    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+    run_ok("sh_workload", &args)
+}
+
 /// A fresh, empty directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("stackheap-test-{}-{}", name, std::process::id()));

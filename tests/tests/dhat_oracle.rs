@@ -1,11 +1,9 @@
 //! Exactness against an oracle: the same workload under `dhat::Alloc` (this process)
 //! and under stackheap (the `sh_workload` binary) must give identical counters.
 
-use std::process::Command;
-
 use stackheap::format::reader::TraceReader;
 use stackheap::format::Event;
-use stackheap_tests::{bin, scratch, workload};
+use stackheap_tests::{scratch, sh_workload, workload};
 
 #[global_allocator]
 static GLOBAL: dhat::Alloc = dhat::Alloc;
@@ -22,16 +20,7 @@ fn counters_equal_dhat_heap_stats() {
     // stackheap on the same workload.
     let dir = scratch("dhat");
     let trace = dir.join("known.trace");
-    let out = Command::new(bin("sh_workload"))
-        .arg("known")
-        .arg(&trace)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sh_workload("known", &trace, &[]);
 
     // 1. The exact in-process counters (trailer).
     let mut r = TraceReader::open(&trace).unwrap();

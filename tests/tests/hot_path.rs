@@ -1,24 +1,11 @@
 //! The hot path allocates nothing: the profiler's own allocations during a run of a
 //! million allocations stay bounded and do not grow with the number of events.
 
-use std::process::Command;
-
-use stackheap_tests::{bin, scratch};
+use stackheap_tests::{scratch, sh_workload};
 
 fn own_allocs(n: usize) -> u64 {
     let dir = scratch(&format!("hot-{n}"));
-    let out = Command::new(bin("sh_workload"))
-        .arg("many")
-        .arg(dir.join("t.trace"))
-        .arg(n.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = String::from_utf8_lossy(&out.stdout);
+    let s = sh_workload("many", &dir.join("t.trace"), &[&n.to_string()]);
     s.trim()
         .strip_prefix("own_allocs=")
         .and_then(|v| v.parse().ok())

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use stackheap_tests::{bin, scratch};
+use stackheap_tests::{bin, run_ok, scratch};
 
 #[test]
 fn trace_of_a_killed_program_is_readable() {
@@ -20,17 +20,15 @@ fn trace_of_a_killed_program_is_readable() {
     child.kill().unwrap(); // SIGKILL: no exit handler runs
     child.wait().unwrap();
 
-    let out = Command::new(bin("stackheap"))
-        .arg("report")
-        .arg(&trace)
-        .arg("--out")
-        .arg(dir.join("report"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = dir.join("report");
+    let text = run_ok(
+        "stackheap",
+        &[
+            "report".as_ref(),
+            trace.as_os_str(),
+            "--out".as_ref(),
+            report.as_os_str(),
+        ],
     );
     let j: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("report/summary.json")).unwrap()).unwrap();
@@ -47,7 +45,6 @@ fn trace_of_a_killed_program_is_readable() {
         j["heap"]["leaked_bytes"].as_u64().unwrap() > 0,
         "the growing cache was live when killed"
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("did not") || text.contains("truncated"),
         "the summary says the run was cut short:\n{text}"

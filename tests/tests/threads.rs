@@ -1,28 +1,16 @@
 //! Two threads allocating at the same time lose nothing: every allocation and free is
 //! in the trace, and the totals are exact.
 
-use std::process::Command;
-
 use stackheap::format::reader::TraceReader;
 use stackheap::format::Event;
-use stackheap_tests::{bin, scratch};
+use stackheap_tests::{scratch, sh_workload};
 
 #[test]
 fn two_threads_totals_exact() {
     let per_thread = 200_000u64;
     let dir = scratch("threads");
     let trace = dir.join("t.trace");
-    let out = Command::new(bin("sh_workload"))
-        .arg("threads")
-        .arg(&trace)
-        .arg(per_thread.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sh_workload("threads", &trace, &[&per_thread.to_string()]);
 
     let mut r = TraceReader::open(&trace).unwrap();
     let mut per_thread_32 = std::collections::HashMap::<u32, u64>::new();
