@@ -48,8 +48,9 @@ pub fn known_shape() {
 }
 
 /// `threads` threads each making `per_thread` allocations of `size` bytes and freeing
-/// them all; returns nothing, allocates exactly `threads * per_thread` blocks (plus what
-/// `std::thread::spawn` allocates, which happens before the workers start).
+/// them all, while the main thread (which allocated alone until then) makes as many of
+/// `size + 16` bytes: the profiler's switch from one allocating thread to several
+/// happens in the middle of the main thread's loop.
 pub fn concurrent(threads: usize, per_thread: usize, size: usize) {
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
@@ -64,6 +65,10 @@ pub fn concurrent(threads: usize, per_thread: usize, size: usize) {
             })
         })
         .collect();
+    for _ in 0..per_thread {
+        let b = vec![0u8; size + 16].into_boxed_slice();
+        black_box(&b);
+    }
     for h in handles {
         h.join().expect("worker");
     }

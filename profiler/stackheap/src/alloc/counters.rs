@@ -9,10 +9,11 @@
 //! beside it are exact when one thread allocates (with several, they belong to a peak a
 //! few instructions from the true one).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{compiler_fence, AtomicI64, AtomicPtr, AtomicU64, AtomicU8};
 
 use crate::format::Counters;
-use crate::record::slots;
+use crate::record::slots::{self, Slot};
 
 /// Totals of one thread (or of threads without a slot), written by one owner only.
 #[derive(Debug, Default)]
@@ -103,21 +104,110 @@ pub(crate) fn reset() {
     PEAK_BYTES.0.store(0, Relaxed);
 }
 
+/// Solo mode: while only one thread allocates, it updates the live total and the peak
+/// with plain loads and stores — no locked instruction. When a second thread registers
+/// it switches everyone to atomic adds (see [`thread_registered`]).
+const SOLO_ALLOWED: u8 = 0;
+const SOLO_CLAIMED: u8 = 1;
+const SOLO_SWITCHING: u8 = 2;
+const SOLO_OFF: u8 = 3;
+static SOLO_STATE: AtomicU8 = AtomicU8::new(SOLO_OFF);
+static SOLO_SLOT: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+fn membarrier(cmd: libc::c_long) -> bool {
+    // SAFETY: membarrier takes two integer arguments and touches no memory of ours.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_long) == 0 }
+}
+
+/// Session start: allow solo mode if the kernel offers private expedited membarrier.
+pub(crate) fn solo_reset() {
+    SOLO_SLOT.store(std::ptr::null_mut(), Relaxed);
+    let ok = membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+    SOLO_STATE.store(if ok { SOLO_ALLOWED } else { SOLO_OFF }, Relaxed);
+}
+
+/// A thread got a slot. The first one of a session becomes the solo thread; the next
+/// one ends solo mode: it publishes the switch, forces a memory barrier on every thread
+/// of the process (`membarrier`), then waits until the solo thread is not inside a plain
+/// update. From then on the solo thread, too, sees the switch and uses atomic adds.
+pub(crate) fn thread_registered(slot: &'static Slot) {
+    loop {
+        match SOLO_STATE.load(Acquire) {
+            SOLO_ALLOWED => {
+                if SOLO_STATE
+                    .compare_exchange(SOLO_ALLOWED, SOLO_CLAIMED, AcqRel, Acquire)
+                    .is_ok()
+                {
+                    SOLO_SLOT.store(slot as *const Slot as *mut Slot, Release);
+                    return;
+                }
+            }
+            SOLO_CLAIMED => {
+                if SOLO_STATE
+                    .compare_exchange(SOLO_CLAIMED, SOLO_SWITCHING, AcqRel, Acquire)
+                    .is_ok()
+                {
+                    let solo = SOLO_SLOT.swap(std::ptr::null_mut(), AcqRel);
+                    if !solo.is_null() {
+                        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+                        // SAFETY: slots live in a process-lifetime mapping.
+                        let solo = unsafe { &*solo };
+                        while solo.busy.load(Acquire) {
+                            std::thread::yield_now();
+                        }
+                    }
+                    SOLO_STATE.store(SOLO_OFF, Release);
+                    return;
+                }
+            }
+            SOLO_SWITCHING => std::thread::yield_now(),
+            _ => return,
+        }
+    }
+}
+
 #[inline(always)]
-fn live_change(bytes: i64) {
+fn live_change(own: Option<&Slot>, bytes: i64) {
+    if let Some(s) = own {
+        if std::ptr::eq(SOLO_SLOT.load(Relaxed), s) {
+            // Asymmetric fence: `busy` is published before SOLO_SLOT is read again;
+            // the switching thread's membarrier makes that store visible to it (or our
+            // re-read see its switch), so no plain update can overlap an atomic one.
+            s.busy.store(true, Relaxed);
+            compiler_fence(SeqCst);
+            if std::ptr::eq(SOLO_SLOT.load(Relaxed), s) {
+                let live = LIVE_BYTES.0.load(Relaxed) + bytes;
+                LIVE_BYTES.0.store(live, Relaxed);
+                if bytes >= 0 && live >= 0 && live as u64 >= PEAK_BYTES.0.load(Relaxed) {
+                    new_peak(live as u64, true);
+                }
+                compiler_fence(SeqCst);
+                s.busy.store(false, Release);
+                return;
+            }
+            s.busy.store(false, Release);
+        }
+    }
     let live = LIVE_BYTES.0.fetch_add(bytes, Relaxed) + bytes;
     // `>=` as dhat: of equal peaks the latest counts.
     if bytes >= 0 && live >= 0 && live as u64 >= PEAK_BYTES.0.load(Relaxed) {
-        new_peak(live as u64);
+        new_peak(live as u64, false);
     }
 }
 
 /// The live total reached (or equalled) the peak. Equal peaks are common (a loop that
 /// allocates and frees at the top of the heap), so they take no locked instruction.
 #[inline(never)]
-fn new_peak(live: u64) {
+fn new_peak(live: u64, solo: bool) {
     if live > PEAK_BYTES.0.load(Relaxed) {
-        PEAK_BYTES.0.fetch_max(live, Relaxed);
+        if solo {
+            PEAK_BYTES.0.store(live, Relaxed);
+        } else {
+            PEAK_BYTES.0.fetch_max(live, Relaxed);
+        }
     }
     let blocks = live_blocks().max(0) as u64;
     if PEAK_BLOCKS.load(Relaxed) != blocks {
@@ -155,30 +245,30 @@ fn totals(own: Option<&Totals>, f: impl FnOnce(&Totals, fn(&AtomicU64, u64))) {
 
 /// Count an allocation of `size` bytes by the thread owning `own` (None: no slot).
 #[inline(always)]
-pub(crate) fn on_alloc(own: Option<&Totals>, size: usize) {
-    totals(own, |t, add| {
+pub(crate) fn on_alloc(own: Option<&'static Slot>, size: usize) {
+    totals(own.map(|s| &s.totals), |t, add| {
         add(&t.allocs, 1);
         add(&t.bytes, size as u64);
     });
-    live_change(size as i64);
+    live_change(own, size as i64);
 }
 
 /// Count a free of `size` bytes.
 #[inline(always)]
-pub(crate) fn on_free(own: Option<&Totals>, size: usize) {
-    totals(own, |t, add| add(&t.frees, 1));
-    live_change(-(size as i64));
+pub(crate) fn on_free(own: Option<&'static Slot>, size: usize) {
+    totals(own.map(|s| &s.totals), |t, add| add(&t.frees, 1));
+    live_change(own, -(size as i64));
 }
 
 /// Count a realloc: one block retired, one created.
 #[inline(always)]
-pub(crate) fn on_realloc(own: Option<&Totals>, old_size: usize, new_size: usize) {
-    totals(own, |t, add| {
+pub(crate) fn on_realloc(own: Option<&'static Slot>, old_size: usize, new_size: usize) {
+    totals(own.map(|s| &s.totals), |t, add| {
         add(&t.allocs, 1);
         add(&t.frees, 1);
         add(&t.bytes, new_size as u64);
     });
-    live_change(new_size as i64 - old_size as i64);
+    live_change(own, new_size as i64 - old_size as i64);
 }
 
 /// Count an allocation the inner allocator refused.

@@ -126,7 +126,7 @@ pub fn after_alloc(ptr: *mut u8, size: usize) {
         failed(slot, size);
         return;
     }
-    counters::on_alloc(slot.map(|s| &s.totals), size);
+    counters::on_alloc(slot, size);
     let rate = rate();
     let Some(slot) = slot.filter(|_| rate != 0) else {
         return;
@@ -156,7 +156,7 @@ pub fn before_free(ptr: *mut u8, size: usize) {
     }
     let Some(_g) = Guard::enter() else { return };
     let slot = slots::current();
-    counters::on_free(slot.map(|s| &s.totals), size);
+    counters::on_free(slot, size);
     let rate = rate();
     let Some(slot) = slot.filter(|_| rate != 0) else {
         return;
@@ -247,7 +247,7 @@ pub fn after_realloc(
         failed(t.owner, new_size);
         return;
     }
-    counters::on_realloc(t.owner.map(|s| &s.totals), old_size, new_size);
+    counters::on_realloc(t.owner, old_size, new_size);
     let Some(slot) = t.slot else { return };
     // SAFETY: this thread's slot; no other &mut Owner alive.
     let owner = unsafe { slot.owner() };

@@ -7,7 +7,7 @@
 //! is drawn (memorylessness makes the discarded remainder irrelevant). An allocation of
 //! `s` bytes is thus sampled with probability `1 - exp(-s/N)`, which the report inverts.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 /// Per-thread sampler state (owned by one thread, no synchronisation).
 #[derive(Debug, Clone, Copy, Default)]
@@ -61,13 +61,33 @@ const SET_LEN: usize = 1 << SET_BITS;
 const EMPTY: usize = 0;
 const TOMBSTONE: usize = 1;
 const MAX_PROBE: usize = 64;
+/// Counters of sampled blocks per 4 KiB page of address space (indexed by page number,
+/// modulo the table), so that a free on a page without any sampled block — nearly all
+/// frees — is rejected with one byte load from a small, cache-friendly table.
+const PAGE_BITS: u32 = 19;
+const PAGE_LEN: usize = 1 << PAGE_BITS;
 
 /// Lock-free open-addressing set of sampled block addresses, in memory mapped once
 /// at session start. If it ever fills (or probes too long), `overflowed` turns on and
 /// every free is recorded from then on: slower, still exact.
 pub struct SampledSet {
     slots: AtomicPtr<AtomicUsize>,
+    pages: AtomicPtr<AtomicU8>,
     overflowed: AtomicBool,
+}
+
+fn map_zeroed(bytes: usize) -> *mut libc::c_void {
+    // SAFETY: anonymous private mapping; checked for MAP_FAILED by the caller.
+    unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    }
 }
 
 #[inline(always)]
@@ -86,6 +106,7 @@ impl SampledSet {
     pub const fn new() -> Self {
         SampledSet {
             slots: AtomicPtr::new(std::ptr::null_mut()),
+            pages: AtomicPtr::new(std::ptr::null_mut()),
             overflowed: AtomicBool::new(false),
         }
     }
@@ -96,20 +117,12 @@ impl SampledSet {
         if !self.slots.load(Ordering::Acquire).is_null() {
             return true;
         }
-        // SAFETY: anonymous private mapping; checked for MAP_FAILED.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                SET_LEN * std::mem::size_of::<usize>(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
+        let p = map_zeroed(SET_LEN * std::mem::size_of::<usize>());
+        let pages = map_zeroed(PAGE_LEN);
+        if p == libc::MAP_FAILED || pages == libc::MAP_FAILED {
             return false;
         }
+        self.pages.store(pages.cast(), Ordering::Release);
         self.slots.store(p.cast(), Ordering::Release);
         true
     }
@@ -121,6 +134,17 @@ impl SampledSet {
         unsafe { &*self.slots.load(Ordering::Relaxed).add(i & (SET_LEN - 1)) }
     }
 
+    #[inline(always)]
+    fn page(&self, addr: usize) -> &AtomicU8 {
+        // SAFETY: the index is masked below PAGE_LEN; the mapping lives for the process.
+        unsafe {
+            &*self
+                .pages
+                .load(Ordering::Relaxed)
+                .add((addr >> 12) & (PAGE_LEN - 1))
+        }
+    }
+
     /// True once the table gave up: record every free.
     #[inline(always)]
     pub fn overflowed(&self) -> bool {
@@ -129,6 +153,10 @@ impl SampledSet {
 
     /// Remember a sampled block.
     pub fn insert(&self, addr: usize) {
+        // Saturating: a page counter stuck at 255 only costs extra probes.
+        let _ = self
+            .page(addr)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_add(1));
         let h = hash(addr);
         for i in 0..MAX_PROBE {
             let s = self.slot(h + i);
@@ -146,12 +174,24 @@ impl SampledSet {
     /// Forget a block; true if it was sampled.
     #[inline(always)]
     pub fn remove(&self, addr: usize) -> bool {
+        let page = self.page(addr);
+        if page.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        self.remove_slow(addr, page)
+    }
+
+    #[inline(never)]
+    fn remove_slow(&self, addr: usize, page: &AtomicU8) -> bool {
         let h = hash(addr);
         for i in 0..MAX_PROBE {
             let s = self.slot(h + i);
             let cur = s.load(Ordering::Relaxed);
             if cur == addr {
                 s.store(TOMBSTONE, Ordering::Relaxed);
+                let _ = page.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    (c != u8::MAX).then(|| c - 1)
+                });
                 return true;
             }
             if cur == EMPTY {
@@ -166,6 +206,12 @@ impl SampledSet {
         for i in 0..SET_LEN {
             if self.slot(i).load(Ordering::Relaxed) != EMPTY {
                 self.slot(i).store(EMPTY, Ordering::Relaxed);
+            }
+        }
+        for i in 0..PAGE_LEN {
+            let p = self.page(i << 12);
+            if p.load(Ordering::Relaxed) != 0 {
+                p.store(0, Ordering::Relaxed);
             }
         }
         self.overflowed.store(false, Ordering::Relaxed);

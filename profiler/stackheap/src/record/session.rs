@@ -211,6 +211,7 @@ pub fn start(cfg: &SessionConfig) -> Result<(), Error> {
         argv: cmdline(),
     };
     counters::reset();
+    counters::solo_reset();
     slots::reset_all();
     slots::SEQ.store(0, Ordering::SeqCst);
     if cfg.sample_rate > 1 {

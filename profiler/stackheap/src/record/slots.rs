@@ -69,7 +69,9 @@ pub struct Slot {
     pub in_flight: AtomicU64,
     /// Bytes published (monotonic; ring position is `head % RING_SIZE`).
     pub head: AtomicU64,
-    _pad: [u8; 40],
+    /// Set while the owner updates the live counters in solo mode (see `counters`).
+    pub busy: std::sync::atomic::AtomicBool,
+    _pad: [u8; 39],
     /// Bytes consumed by the recorder (monotonic).
     pub tail: AtomicU64,
     _pad2: [u8; 56],
@@ -386,6 +388,7 @@ fn register() -> Option<&'static Slot> {
         // Touching the hook registers its destructor (may allocate: guard held).
         let _ = EXIT_HOOK.try_with(|_| ());
     }
+    crate::alloc::counters::thread_registered(s);
     crate::alloc::hooks::write_thread_start(s, bounds);
     Some(s)
 }
