@@ -2,11 +2,12 @@
 # bench.sh — what does profiling cost? The `churn` demo (many short-lived allocations) timed
 # plain and under each profiler, side by side:
 #
-#   plain       stackheap installed as global allocator but dormant (no STACKHEAP_TRACE)
+#   plain       the same workload without stackheap (`churn_system`, the system allocator)
+#   dormant     stackheap installed as global allocator but not profiling (no STACKHEAP_TRACE)
 #   counters    stackheap recording, STACKHEAP_SAMPLE=0       (exact counters, no stacks)
 #   sampled     stackheap recording, STACKHEAP_SAMPLE=524288  (stacks, mean 512 KiB sampling)
 #   full        stackheap recording, STACKHEAP_SAMPLE=1       (a stack for every allocation)
-#   heaptrack   heaptrack (LD_PRELOAD) on the very same plain binary
+#   heaptrack   heaptrack (LD_PRELOAD) on the plain binary
 #   dhat-rs     the same workload built as `churn_dhat`, with dhat::Alloc as global allocator
 #   valgrind    valgrind --tool=dhat on the plain binary (opt-in: BENCH_VALGRIND=1; slow)
 #
@@ -61,9 +62,11 @@ build() {
     cp -- "$exe" "$tmp/bin/$name"
 }
 
-log "building churn (release)"
+log "building churn and churn_system (release)"
 build churn
 churn=$tmp/bin/churn
+build churn_system
+churn_system=$tmp/bin/churn_system
 
 churn_dhat=
 if build churn_dhat --features dhat-heap; then
@@ -75,7 +78,7 @@ fi
 have() { command -v "$1" >/dev/null 2>&1; }
 
 # Rows, in display order. skip[mode] holds the reason a row is not run.
-modes=(plain counters sampled full heaptrack dhat-rs valgrind)
+modes=(plain dormant counters sampled full heaptrack dhat-rs valgrind)
 declare -A skip=() times=() notes=()
 have heaptrack || skip[heaptrack]="skipped (not installed)"
 [[ -n $churn_dhat ]] || skip[dhat-rs]="skipped (churn_dhat did not build)"
@@ -94,13 +97,14 @@ run_mode() {
     local out=$tmp/out/$mode.$r
     local -a cmd
     case $mode in
-    plain) cmd=("${base_env[@]}" "$churn") ;;
+    plain) cmd=("${base_env[@]}" "$churn_system") ;;
+    dormant) cmd=("${base_env[@]}" "$churn") ;;
     counters) cmd=("${base_env[@]}" STACKHEAP_TRACE="$tmp/traces/counters.$r.trace" STACKHEAP_SAMPLE=0 "$churn") ;;
     sampled) cmd=("${base_env[@]}" STACKHEAP_TRACE="$tmp/traces/sampled.$r.trace" STACKHEAP_SAMPLE=524288 "$churn") ;;
     full) cmd=("${base_env[@]}" STACKHEAP_TRACE="$tmp/traces/full.$r.trace" STACKHEAP_SAMPLE=1 "$churn") ;;
-    heaptrack) cmd=("${base_env[@]}" heaptrack -o "$tmp/traces/heaptrack.$r" "$churn") ;;
+    heaptrack) cmd=("${base_env[@]}" heaptrack -o "$tmp/traces/heaptrack.$r" "$churn_system") ;;
     dhat-rs) cmd=("${base_env[@]}" "$churn_dhat") ;;
-    valgrind) cmd=("${base_env[@]}" valgrind --tool=dhat --dhat-out-file="$tmp/traces/vg.$r.json" "$churn") ;;
+    valgrind) cmd=("${base_env[@]}" valgrind --tool=dhat --dhat-out-file="$tmp/traces/vg.$r.json" "$churn_system") ;;
     esac
     mkdir -p "$tmp/run/$mode.$r"
     local t0 t1 rc=0

@@ -427,6 +427,13 @@ fn build(header: &Header, status: &ReadStatus, agg: Aggregates, opts: &AnalyzeOp
             }
         })
         .collect();
+    if let Some(sym) = &sym {
+        for path in sym.stale_modules() {
+            warnings.push(format!(
+                "{path} was rebuilt after this trace was recorded (its build id differs): its frames are shown as addresses, not names"
+            ));
+        }
+    }
     sites.sort_by(|a, b| {
         b.alloc_bytes
             .cmp(&a.alloc_bytes)

@@ -52,6 +52,8 @@ struct LoadedModule {
     short: String,
     loader: Option<addr2line::Loader>,
     tried: bool,
+    /// The file on disk is not the one that ran (build id differs).
+    stale: bool,
 }
 
 /// Resolves addresses against a fixed set of modules.
@@ -71,6 +73,7 @@ impl Symbolizer {
                     short: m.path.rsplit('/').next().unwrap_or("").to_string(),
                     loader: None,
                     tried: false,
+                    stale: false,
                 })
                 .collect(),
             cache: HashMap::new(),
@@ -94,9 +97,14 @@ impl Symbolizer {
         let lm = &mut self.modules[idx];
         if !lm.tried {
             // A module that cannot be opened is tried once; afterwards every address in
-            // it prints as module+offset.
+            // it prints as module+offset. So does a file that is no longer the one the
+            // program ran (rebuilt since: another build id): its symbols would be wrong.
             lm.tried = true;
-            lm.loader = addr2line::Loader::new(&lm.module.path).ok();
+            lm.stale = !lm.module.build_id.is_empty()
+                && file_build_id(&lm.module.path).is_some_and(|id| id != lm.module.build_id);
+            if !lm.stale {
+                lm.loader = addr2line::Loader::new(&lm.module.path).ok();
+            }
         }
         let offset = addr.wrapping_sub(lm.module.bias);
         let short = &lm.short;
@@ -132,6 +140,16 @@ impl Symbolizer {
             return fallback();
         }
         out
+    }
+
+    /// Modules whose file on disk has another build id than the one that ran (the
+    /// binary was rebuilt after the trace was recorded); their frames stay unresolved.
+    pub fn stale_modules(&self) -> Vec<String> {
+        self.modules
+            .iter()
+            .filter(|m| m.stale)
+            .map(|m| m.module.path.clone())
+            .collect()
     }
 
     /// Symbolize a whole stack (return addresses, innermost first), expand inlined
@@ -247,6 +265,17 @@ pub fn trim(frames: Vec<Frame>) -> Vec<Frame> {
         return frames;
     }
     frames[start..end].to_vec()
+}
+
+/// The GNU build id of an ELF file, if it has one.
+fn file_build_id(path: &str) -> Option<Vec<u8>> {
+    use object::Object;
+    let f = std::fs::File::open(path).ok()?;
+    // SAFETY: the file is mapped read-only and only read while mapped; a concurrent
+    // truncation by another process could fault, as for any debugger reading binaries.
+    let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+    let obj = object::File::parse(&*map).ok()?;
+    obj.build_id().ok().flatten().map(<[u8]>::to_vec)
 }
 
 #[cfg(test)]
@@ -410,5 +439,30 @@ mod tests {
         assert!(stack
             .iter()
             .any(|f| f.name.ends_with("marker_function_for_symbolization")));
+    }
+
+    #[test]
+    fn a_rebuilt_binary_is_not_symbolized() {
+        let mut m = main_module();
+        let addr = marker_function_for_symbolization as *const () as u64;
+        let real = file_build_id(&m.path).expect("the test binary has a build id");
+        // The build id the program ran with matches the file: names.
+        m.build_id = real.clone();
+        let mut s = Symbolizer::new(std::slice::from_ref(&m));
+        assert!(s
+            .resolve(addr + 1)
+            .iter()
+            .any(|f| f.name.ends_with("marker_function_for_symbolization")));
+        assert!(s.stale_modules().is_empty());
+        // Another build id: the file was rebuilt since; addresses only, and said so.
+        m.build_id = real.iter().map(|b| b ^ 0xff).collect();
+        let mut s = Symbolizer::new(std::slice::from_ref(&m));
+        let frames = s.resolve(addr + 1);
+        assert!(
+            frames.iter().all(|f| !f.name.contains("marker_function")),
+            "{frames:?}"
+        );
+        assert!(frames[0].name.contains("+0x"), "{frames:?}");
+        assert_eq!(s.stale_modules(), vec![m.path.clone()]);
     }
 }

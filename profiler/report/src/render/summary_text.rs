@@ -10,9 +10,12 @@ pub fn summary_text(a: &Analysis) -> String {
     render(a, &RenderOptions::default())
 }
 
-/// A frame of the Rust standard library (its source lies under `/rustc/`).
+/// A frame of the Rust standard library or its vendored crates (sources under `/rustc/`
+/// and `/rust/deps/` in the shipped debug info).
 fn is_std(f: &crate::symbolize::Frame) -> bool {
-    f.file.as_deref().is_some_and(|p| p.starts_with("/rustc/"))
+    f.file
+        .as_deref()
+        .is_some_and(|p| p.starts_with("/rustc/") || p.starts_with("/rust/deps/"))
 }
 
 /// Print a site's stack from the first frame of the program's own code: the standard
