@@ -16,11 +16,19 @@ use super::counters;
 use super::guard::{self, Guard};
 use crate::format::encode::{self, MAX_EVENT_RECORD, MAX_FRAMES, MAX_STACK_RECORD};
 use crate::format::varint::SliceWriter;
-use crate::record::session::{self, ACTIVE, SAMPLE_RATE, STATE, UNINIT};
+use crate::record::session::{self, ACTIVE, DORMANT, SAMPLE_RATE, STATE, UNINIT};
 use crate::record::slots::{self, Owner, Slot, STACK_TABLE};
 use crate::stack::{self, bounds::StackBounds, unwind};
 
-/// True if the profiler should look at this call at all (one relaxed load when dormant).
+/// True unless the profiler is installed and off: the only test on the dormant path,
+/// one relaxed load inlined into the allocator; everything else lives in the
+/// out-of-line `*_active` functions so the dormant allocator stays small.
+#[inline(always)]
+fn awake() -> bool {
+    STATE.load(Relaxed) != DORMANT
+}
+
+/// True if this call is to be profiled (reads the environment on the very first call).
 #[inline(always)]
 fn active() -> bool {
     let s = STATE.load(Relaxed);
@@ -114,6 +122,13 @@ fn own_allocation() {
 /// After the inner allocator returned `ptr` for `size` bytes.
 #[inline(always)]
 pub fn after_alloc(ptr: *mut u8, size: usize) {
+    if awake() {
+        after_alloc_active(ptr, size);
+    }
+}
+
+#[inline(never)]
+fn after_alloc_active(ptr: *mut u8, size: usize) {
     if !active() {
         return;
     }
@@ -151,6 +166,13 @@ pub fn after_alloc(ptr: *mut u8, size: usize) {
 /// Before `ptr` (of `size` bytes) is given back to the inner allocator.
 #[inline(always)]
 pub fn before_free(ptr: *mut u8, size: usize) {
+    if awake() {
+        before_free_active(ptr, size);
+    }
+}
+
+#[inline(never)]
+fn before_free_active(ptr: *mut u8, size: usize) {
     if !active() {
         return;
     }
@@ -189,6 +211,26 @@ pub struct ReallocTicket {
 /// thread; the record stays announced until `after_realloc`.
 #[inline(always)]
 pub fn before_realloc(old: *mut u8, new_size: usize) -> ReallocTicket {
+    if awake() {
+        before_realloc_active(old, new_size)
+    } else {
+        ReallocTicket::NONE
+    }
+}
+
+impl ReallocTicket {
+    const NONE: ReallocTicket = ReallocTicket {
+        owner: None,
+        slot: None,
+        free_seq: 0,
+        old_sampled: false,
+        new_sampled: false,
+        guard: None,
+    };
+}
+
+#[inline(never)]
+fn before_realloc_active(old: *mut u8, new_size: usize) -> ReallocTicket {
     let mut t = ReallocTicket {
         owner: None,
         slot: None,
@@ -228,6 +270,19 @@ pub fn before_realloc(old: *mut u8, new_size: usize) -> ReallocTicket {
 /// After the inner realloc returned `new` (null: failed, `old` still valid).
 #[inline(always)]
 pub fn after_realloc(
+    t: ReallocTicket,
+    old: *mut u8,
+    old_size: usize,
+    new: *mut u8,
+    new_size: usize,
+) {
+    if t.guard.is_some() {
+        after_realloc_active(t, old, old_size, new, new_size);
+    }
+}
+
+#[inline(never)]
+fn after_realloc_active(
     t: ReallocTicket,
     old: *mut u8,
     old_size: usize,
