@@ -16,14 +16,35 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
-/// Path of a binary of the workspace, e.g. `stackheap` or the `leak` demo.
+/// Path of a binary of the workspace, e.g. `stackheap` or the `leak` demo. `cargo test`
+/// builds only this package's binaries, so the CLI and the demos are built here, once per
+/// test process, with the cargo that built the tests (a no-op when they are up to date).
 pub fn bin(name: &str) -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let dir = bin_dir();
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "stackheap-cli",
+            "-p",
+            "stackheap-demos",
+        ]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        if let Some(target) = dir.parent() {
+            cmd.arg("--target-dir").arg(target);
+        }
+        let status = cmd
+            .status()
+            .expect("run cargo build for the CLI and the demos");
+        assert!(status.success(), "building the CLI and the demos failed");
+    });
     let p = bin_dir().join(name);
-    assert!(
-        p.is_file(),
-        "{} is not built; run the tests with `cargo test --workspace`",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is not built", p.display());
     p
 }
 
