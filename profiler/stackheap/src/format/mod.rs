@@ -10,7 +10,9 @@
 //! ```text
 //! file    = header chunk*
 //! header  = "STKHEAP\0" (8 bytes) | version: u32 LE | body_len: u32 LE | body | crc32(body): u32 LE
-//! chunk   = payload_len: u32 LE | crc32(payload): u32 LE | payload
+//! chunk   = len_word: u32 LE | crc32(stored): u32 LE | stored (len_word & 0x7fff_ffff bytes)
+//! stored  = payload                                     if bit 31 of len_word is clear
+//!         | size: u32 LE | lz4_block(payload)            if it is set (LZ4 block of `size` bytes)
 //! payload = source: uvar | record*
 //! record  = kind: u8 | body_len: uvar | body           (unknown kinds are skipped by body_len)
 //! ```

@@ -15,6 +15,19 @@ use super::{kind, Counters, Event, Header, Module, ThreadInfo, MAGIC, VERSION};
 
 /// Largest chunk a reader accepts; a larger length means a damaged file.
 const MAX_CHUNK: usize = 256 << 20;
+use super::writer::COMPRESSED;
+
+/// Decompress an LZ4 chunk payload (4-byte little-endian size, then the LZ4 block);
+/// `None` if it is damaged or claims more than [`MAX_CHUNK`] bytes.
+fn decompress(stored: &[u8]) -> Option<Vec<u8>> {
+    let size = u32::from_le_bytes(stored.get(..4)?.try_into().ok()?) as usize;
+    if size > MAX_CHUNK {
+        return None;
+    }
+    lz4_flex::block::decompress(&stored[4..], size)
+        .ok()
+        .filter(|v| v.len() == size)
+}
 
 /// Why a trace could not be read at all.
 #[derive(Debug, thiserror::Error)]
@@ -265,7 +278,9 @@ impl<R: Read> TraceReader<R> {
             self.status.truncated_at = Some(start);
             return Ok(false);
         }
-        let len = u32::from_le_bytes(fixed[..4].try_into().expect("4 bytes")) as usize;
+        let word = u32::from_le_bytes(fixed[..4].try_into().expect("4 bytes"));
+        let compressed = word & COMPRESSED != 0;
+        let len = (word & !COMPRESSED) as usize;
         let crc = u32::from_le_bytes(fixed[4..].try_into().expect("4 bytes"));
         if len > MAX_CHUNK {
             self.status.truncated_at = Some(start);
@@ -277,9 +292,21 @@ impl<R: Read> TraceReader<R> {
             self.status.truncated_at = Some(start);
             return Ok(false);
         }
-        let chunk = std::mem::take(&mut self.chunk);
+        let chunk = if compressed {
+            match decompress(&self.chunk) {
+                Some(c) => c,
+                None => {
+                    self.status.truncated_at = Some(start);
+                    return Ok(false);
+                }
+            }
+        } else {
+            std::mem::take(&mut self.chunk)
+        };
         let ok = self.decode_chunk(&chunk).is_ok();
-        self.chunk = chunk;
+        if !compressed {
+            self.chunk = chunk;
+        }
         if !ok {
             self.status.truncated_at = Some(start);
             return Ok(false);

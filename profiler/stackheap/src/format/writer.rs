@@ -41,6 +41,50 @@ pub fn write_header(out: &mut impl Write, h: &Header) -> io::Result<()> {
     out.write_all(&buf)
 }
 
+/// Bit 31 of a chunk's length word: the payload is LZ4-compressed.
+pub const COMPRESSED: u32 = 1 << 31;
+/// Payloads smaller than this are stored uncompressed (not worth it).
+pub const COMPRESS_MIN: usize = 512;
+
+/// Reusable buffers for [`frame_chunk_compressed`].
+#[derive(Default)]
+pub struct Compressor {
+    plain: Vec<u8>,
+    packed: Vec<u8>,
+}
+
+/// Frame `parts` as one chunk of `source`, LZ4-compressed when that makes it smaller.
+pub fn frame_chunk_compressed(out: &mut Vec<u8>, source: u32, parts: &[&[u8]], c: &mut Compressor) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len < COMPRESS_MIN {
+        return frame_chunk(out, source, parts);
+    }
+    c.plain.clear();
+    let mut src = [0u8; 10];
+    let mut w = SliceWriter::new(&mut src);
+    w.uvar(source as u64);
+    c.plain.extend_from_slice(w.as_slice());
+    for p in parts {
+        c.plain.extend_from_slice(p);
+    }
+    c.packed.clear();
+    c.packed
+        .extend_from_slice(&(c.plain.len() as u32).to_le_bytes());
+    let bound = lz4_flex::block::get_maximum_output_size(c.plain.len());
+    c.packed.resize(4 + bound, 0);
+    let n = match lz4_flex::block::compress_into(&c.plain, &mut c.packed[4..]) {
+        Ok(n) => n,
+        Err(_) => return frame_chunk(out, source, parts),
+    };
+    c.packed.truncate(4 + n);
+    if c.packed.len() >= c.plain.len() {
+        return frame_chunk(out, source, parts);
+    }
+    out.extend_from_slice(&(c.packed.len() as u32 | COMPRESSED).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&c.packed).to_le_bytes());
+    out.extend_from_slice(&c.packed);
+}
+
 /// Frame `parts` (concatenated) as one chunk of `source` and append it to `out`.
 /// Building the whole chunk first means a chunk reaches the file in one write.
 pub fn frame_chunk(out: &mut Vec<u8>, source: u32, parts: &[&[u8]]) {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::alloc::counters::{self, LOST, NOW_NS};
 use crate::alloc::guard::Guard;
 use crate::format::encode::global;
-use crate::format::writer::{frame_chunk, write_header};
+use crate::format::writer::{frame_chunk, frame_chunk_compressed, write_header, Compressor};
 use crate::format::{Header, Module};
 use crate::record::{modules, slots};
 
@@ -39,6 +39,7 @@ pub struct Recorder {
     last_modules: Instant,
     lost_written: u64,
     error: Option<io::Error>,
+    compressor: Compressor,
 }
 
 impl Recorder {
@@ -63,6 +64,7 @@ impl Recorder {
             last_modules: start,
             lost_written: 0,
             error: None,
+            compressor: Compressor::default(),
         };
         NOW_NS.store(0, Ordering::Relaxed);
         r.scan_modules();
@@ -140,7 +142,12 @@ impl Recorder {
             let (head, parts) = unsafe { s.pending() };
             let n = parts[0].len() + parts[1].len();
             if n > 0 {
-                frame_chunk(&mut self.buf, s.thread.load(Ordering::Acquire), &parts);
+                frame_chunk_compressed(
+                    &mut self.buf,
+                    s.thread.load(Ordering::Acquire),
+                    &parts,
+                    &mut self.compressor,
+                );
                 s.consume(head);
                 drained += n;
             }
