@@ -46,11 +46,22 @@ pub const COMPRESSED: u32 = 1 << 31;
 /// Payloads smaller than this are stored uncompressed (not worth it).
 pub const COMPRESS_MIN: usize = 512;
 
-/// Reusable buffers for [`frame_chunk_compressed`].
-#[derive(Default)]
+/// Reusable buffers and hash table for [`frame_chunk_compressed`]: after warming up,
+/// compressing a chunk allocates nothing.
 pub struct Compressor {
     plain: Vec<u8>,
     packed: Vec<u8>,
+    table: lz4_flex::block::CompressTable,
+}
+
+impl Default for Compressor {
+    fn default() -> Self {
+        Compressor {
+            plain: Vec::new(),
+            packed: Vec::new(),
+            table: lz4_flex::block::CompressTable::large(),
+        }
+    }
 }
 
 /// Frame `parts` as one chunk of `source`, LZ4-compressed when that makes it smaller.
@@ -72,10 +83,12 @@ pub fn frame_chunk_compressed(out: &mut Vec<u8>, source: u32, parts: &[&[u8]], c
         .extend_from_slice(&(c.plain.len() as u32).to_le_bytes());
     let bound = lz4_flex::block::get_maximum_output_size(c.plain.len());
     c.packed.resize(4 + bound, 0);
-    let n = match lz4_flex::block::compress_into(&c.plain, &mut c.packed[4..]) {
-        Ok(n) => n,
-        Err(_) => return frame_chunk(out, source, parts),
-    };
+    let n =
+        match lz4_flex::block::compress_into_with_table(&c.plain, &mut c.packed[4..], &mut c.table)
+        {
+            Ok(n) => n,
+            Err(_) => return frame_chunk(out, source, parts),
+        };
     c.packed.truncate(4 + n);
     if c.packed.len() >= c.plain.len() {
         return frame_chunk(out, source, parts);
