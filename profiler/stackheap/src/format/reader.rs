@@ -717,6 +717,46 @@ mod tests {
     }
 
     #[test]
+    fn compressed_chunks_roundtrip_and_bombs_are_refused() {
+        use super::super::writer::{frame_chunk, frame_chunk_compressed, Compressor};
+        let mut st = StreamState::default();
+        let mut body = vec![0u8; 64 * 1000];
+        let mut w = super::super::varint::SliceWriter::new(&mut body);
+        for i in 0..1000u64 {
+            st.alloc(&mut w, i, 0x1000 + 32 * i, 24, 0, 0);
+        }
+        let n = w.len();
+        let (mut plain, mut packed) = (Vec::new(), Vec::new());
+        frame_chunk(&mut plain, 1, &[&body[..n]]);
+        frame_chunk_compressed(&mut packed, 1, &[&body[..n]], &mut Compressor::default());
+        assert!(
+            packed.len() * 4 < plain.len(),
+            "{} vs {}",
+            packed.len(),
+            plain.len()
+        );
+        let h = Header {
+            sample_rate: 1,
+            ..Default::default()
+        };
+        let mut head = Vec::new();
+        super::super::writer::write_header(&mut head, &h).unwrap();
+        let count = |chunk: &[u8]| {
+            let bytes = [head.as_slice(), chunk].concat();
+            read_all(&bytes)
+                .unwrap()
+                .0
+                .iter()
+                .filter(|e| matches!(e, Event::Alloc { .. }))
+                .count()
+        };
+        assert_eq!(count(&plain), 1000);
+        assert_eq!(count(&packed), 1000);
+        // A stored size beyond the limit is damage, not an allocation of gigabytes.
+        assert!(decompress(&[0xff, 0xff, 0xff, 0x7f, 0, 0]).is_none());
+    }
+
+    #[test]
     fn corrupt_chunk_stops_there() {
         let (mut bytes, _) = sample();
         let n = bytes.len();
