@@ -1,6 +1,6 @@
 //! The live map: every block allocated and not yet freed, by address.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use super::Tally;
 

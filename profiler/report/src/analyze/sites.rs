@@ -1,6 +1,6 @@
 //! Per-site figures; a site is a stack id (0 = allocations recorded without a stack).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use super::live::Block;
 use super::Tally;

@@ -4,7 +4,9 @@
 //! merge) plus the interned stacks; it does not grow with the length of the trace.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+
+use rustc_hash::FxHashMap as HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
@@ -71,27 +73,8 @@ pub struct ReadStatus {
     pub chunks: u64,
 }
 
-struct Pending {
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, o: &Self) -> bool {
-        self.seq == o.seq
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.seq.cmp(&o.seq)
-    }
-}
+/// Events of one thread not yet released, in the thread's (increasing) seq order.
+type Queue = VecDeque<(u64, Event)>;
 
 #[derive(Default)]
 struct ThreadStream {
@@ -108,7 +91,12 @@ pub struct TraceReader<R> {
     done: bool,
     threads: HashMap<u32, ThreadStream>,
     interned: HashMap<Vec<u64>, u32>,
-    pending: BinaryHeap<Reverse<Pending>>,
+    /// Held-back events per thread (each in seq order) and a heap of the queues' first
+    /// seqs: a k-way merge whose heap has one small entry per thread.
+    queues: HashMap<u32, Queue>,
+    heads: BinaryHeap<Reverse<(u64, u32)>>,
+    /// The thread whose chunk is being decoded.
+    current_thread: u32,
     ready: VecDeque<Event>,
     rounds: VecDeque<(u64, u64)>,
     released_below: u64,
@@ -222,9 +210,11 @@ impl<R: Read> TraceReader<R> {
             },
             offset,
             done: false,
-            threads: HashMap::new(),
-            interned: HashMap::new(),
-            pending: BinaryHeap::new(),
+            threads: HashMap::default(),
+            interned: HashMap::default(),
+            queues: HashMap::default(),
+            heads: BinaryHeap::new(),
+            current_thread: 0,
             ready: VecDeque::new(),
             rounds: VecDeque::new(),
             released_below: 0,
@@ -400,18 +390,37 @@ impl<R: Read> TraceReader<R> {
             .unwrap_or(0)
     }
 
+    /// Hold back an event of the thread being decoded until a watermark passes it.
     fn push(&mut self, seq: u64, event: Event) {
         if seq < self.released_below {
             self.status.late_events += 1;
             let mut event = event;
             set_time(&mut event, self.time_of(seq));
             self.ready.push_back(event);
-        } else {
-            self.pending.push(Reverse(Pending { seq, event }));
+            return;
+        }
+        let thread = self.current_thread;
+        let q = self.queues.entry(thread).or_default();
+        match q.back() {
+            None => {
+                self.heads.push(Reverse((seq, thread)));
+                q.push_back((seq, event));
+            }
+            Some(&(last, _)) if last <= seq => q.push_back((seq, event)),
+            // A thread's numbers only grow; keep the order anyway if one ever does not.
+            Some(_) => {
+                let at = q.partition_point(|&(s, _)| s <= seq);
+                let new_front = at == 0;
+                q.insert(at, (seq, event));
+                if new_front {
+                    self.heads.push(Reverse((seq, thread)));
+                }
+            }
         }
     }
 
     fn decode_thread(&mut self, thread: u32, k: u8, b: &mut SliceReader<'_>) -> Result<(), Short> {
+        self.current_thread = thread;
         let ts = self.threads.entry(thread).or_default();
         let st = &mut ts.state;
         match k {
@@ -564,20 +573,33 @@ impl<R: Read> TraceReader<R> {
 
     /// Move every held-back event with `seq < below` to the output, in seq order.
     fn release(&mut self, below: u64) {
-        while let Some(Reverse(p)) = self.pending.peek() {
-            if p.seq >= below {
+        while let Some(&Reverse((seq, thread))) = self.heads.peek() {
+            if seq >= below {
                 break;
             }
-            let Reverse(mut p) = self.pending.pop().expect("peeked");
-            set_time(&mut p.event, self.time_of(p.seq));
-            self.ready.push_back(p.event);
+            self.heads.pop();
+            let q = self.queues.get_mut(&thread).expect("a head has a queue");
+            let Some((s, mut event)) = q.pop_front() else {
+                continue;
+            };
+            if s != seq {
+                // A stale head (the queue's front changed by an out-of-order insert).
+                q.push_front((s, event));
+                self.heads.push(Reverse((s, thread)));
+                continue;
+            }
+            if let Some(&(next, _)) = q.front() {
+                self.heads.push(Reverse((next, thread)));
+            }
+            set_time(&mut event, self.time_of(seq));
+            self.ready.push_back(event);
         }
         self.released_below = self.released_below.max(below);
         // Rounds entirely before the oldest event still to come are no longer needed.
         let keep_from = self
-            .pending
+            .heads
             .peek()
-            .map_or(u64::MAX, |Reverse(p)| p.seq)
+            .map_or(u64::MAX, |Reverse((s, _))| *s)
             .min(self.released_below);
         while self.rounds.len() > 2 && self.rounds[1].0 <= keep_from {
             self.rounds.pop_front();
