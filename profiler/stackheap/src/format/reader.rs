@@ -779,6 +779,35 @@ mod tests {
     }
 
     #[test]
+    fn unknown_record_kinds_are_skipped() {
+        use super::super::writer::frame_chunk;
+        let mut st = StreamState::default();
+        let mut body = [0u8; 256];
+        let mut w = super::super::varint::SliceWriter::new(&mut body);
+        st.alloc(&mut w, 0, 0x1000, 8, 0, 0);
+        // A record kind from a newer writer: kind, length, body.
+        w.u8(0x7f);
+        w.uvar(3);
+        w.bytes(&[1, 2, 3]);
+        st.alloc(&mut w, 1, 0x2000, 16, 0, 0);
+        let n = w.len();
+        let mut bytes = Vec::new();
+        super::super::writer::write_header(&mut bytes, &Header::default()).unwrap();
+        frame_chunk(&mut bytes, 1, &[&body[..n]]);
+        let (events, status) = read_all(&bytes).unwrap();
+        let sizes: Vec<u64> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Alloc { size, .. } => Some(*size),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sizes, vec![8, 16]);
+        assert_eq!(status.skipped_records, 1);
+        assert_eq!(status.truncated_at, None);
+    }
+
+    #[test]
     fn corrupt_chunk_stops_there() {
         let (mut bytes, _) = sample();
         let n = bytes.len();
