@@ -265,9 +265,12 @@ pub fn stop() -> Result<(), Error> {
     // is seen in `in_flight` below; one after it sees STOPPING.
     slots::SEQ.fetch_add(0, Ordering::AcqRel);
     // Wait for records already announced to be published (or abandoned).
+    // A record takes microseconds; a thread stuck inside one for a second (stopped by a
+    // debugger, frozen in a signal handler) is not waited for: its record is lost.
+    let deadline = Instant::now() + std::time::Duration::from_secs(1);
     for i in 0..slots::HWM.load(Ordering::Acquire) {
         let s = slots::slot(i);
-        while s.in_flight.load(Ordering::SeqCst) != slots::NONE {
+        while s.in_flight.load(Ordering::SeqCst) != slots::NONE && Instant::now() < deadline {
             std::thread::yield_now();
         }
     }
