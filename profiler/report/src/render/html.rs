@@ -237,7 +237,8 @@ fn data(a: &Analysis) -> Value {
             s.frames
                 .iter()
                 .map(|f| {
-                    let t = frame_line(f);
+                    // By function name, as the SVG flamegraphs (folded lines) do.
+                    let t = f.name.clone();
                     *index.entry(t.clone()).or_insert_with(|| {
                         frames.push(t);
                         frames.len() - 1
