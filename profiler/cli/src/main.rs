@@ -6,6 +6,7 @@
 mod demo;
 mod formats;
 mod progress;
+mod push;
 mod run;
 
 use std::io::Write;
@@ -61,6 +62,8 @@ enum Command {
     },
     /// Run the demo programs under the profiler and write their reports.
     Demo(demo::DemoArgs),
+    /// Send a trace's heap profile (pprof) to a Pyroscope server's HTTP ingest API.
+    Push(push::PushArgs),
 }
 
 fn main() -> ExitCode {
@@ -135,6 +138,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         }
         Command::Dump { trace } => dump(&trace),
         Command::Demo(args) => demo::demo(args),
+        Command::Push(args) => push::push(args),
     }
 }
 
