@@ -1,6 +1,7 @@
 //! Shared pieces of the end-to-end tests: deterministic workloads (run once under the
 //! `dhat` oracle and once under stackheap) and helpers to find the built binaries.
 
+pub mod browser;
 pub mod workload;
 
 use std::path::PathBuf;

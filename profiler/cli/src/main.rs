@@ -4,6 +4,9 @@
 //! the `stackheap` (trace format) and `stackheap-report` libraries.
 
 mod demo;
+mod formats;
+mod progress;
+mod push;
 mod run;
 
 use std::io::Write;
@@ -33,6 +36,10 @@ enum Command {
         /// Output directory [default: the trace's directory].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write only this format: `html` (report.html), `dhat` (dhat-heap.json, for
+        /// DHAT's viewer) or `pprof` (profile.pb.gz); `all` writes the whole report.
+        #[arg(long, default_value = "all", value_parser = formats::FORMATS)]
+        format: String,
     },
     /// Write one flamegraph (SVG, or folded lines with --folded) of a trace.
     Flamegraph {
@@ -55,6 +62,8 @@ enum Command {
     },
     /// Run the demo programs under the profiler and write their reports.
     Demo(demo::DemoArgs),
+    /// Send a trace's heap profile (pprof) to a Pyroscope server's HTTP ingest API.
+    Push(push::PushArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,7 +100,7 @@ fn main() -> ExitCode {
 fn dispatch(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Run(args) => run::run(args),
-        Command::Report { trace, out } => {
+        Command::Report { trace, out, format } => {
             let out =
                 out.unwrap_or_else(|| trace.parent().map(Path::to_path_buf).unwrap_or_default());
             let out = if out.as_os_str().is_empty() {
@@ -100,6 +109,10 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 out
             };
             let analysis = analyze(&trace)?;
+            if format != "all" {
+                print_files(&formats::write_one(&analysis, &format, &out)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let files = write_report(&analysis, &out)?;
             print!("{}", stackheap_report::summary_text(&analysis));
             print_files(&files);
@@ -125,11 +138,15 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         }
         Command::Dump { trace } => dump(&trace),
         Command::Demo(args) => demo::demo(args),
+        Command::Push(args) => push::push(args),
     }
 }
 
 /// Read and analyze a trace, with the path in any error.
 pub(crate) fn analyze(trace: &Path) -> Result<stackheap_report::Analysis> {
+    if let Some(r) = progress::analyze_with_bar(trace, &AnalyzeOptions::default()) {
+        return r;
+    }
     stackheap_report::analyze_path(trace, &AnalyzeOptions::default())
         .with_context(|| format!("{}", trace.display()))
 }

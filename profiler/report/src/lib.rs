@@ -216,6 +216,8 @@ pub struct Analysis {
     pub sites: Vec<Site>,
     /// Series for the timeline chart.
     pub timeline: Timeline,
+    /// Live heap by site at a bounded number of moments (for the HTML report).
+    pub snapshots: Vec<analyze::snapshots::Snapshot>,
 }
 
 impl Analysis {
@@ -478,6 +480,7 @@ fn build(header: &Header, status: &ReadStatus, agg: Aggregates, opts: &AnalyzeOp
             },
             rss: agg.rss_series.points(),
         },
+        snapshots: agg.snapshots,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod leaks;
 pub mod live;
 pub mod peak;
 pub mod sites;
+pub mod snapshots;
 pub mod timeline;
 
 use std::collections::HashMap;
@@ -181,6 +182,8 @@ pub struct Aggregates {
     pub rss_peak: u64,
     /// Latest time seen in any record, ns since start.
     pub end_ns: u64,
+    /// Live heap by site at a bounded number of moments.
+    pub snapshots: Vec<snapshots::Snapshot>,
 }
 
 /// Feeds events to every aggregator in one pass.
@@ -190,6 +193,7 @@ pub struct Analyzer {
     peak: PeakTracker,
     agg: Aggregates,
     thread_index: HashMap<u32, usize>,
+    snapshots: snapshots::Snapshots,
 }
 
 impl Analyzer {
@@ -208,6 +212,7 @@ impl Analyzer {
                 ..Default::default()
             },
             thread_index: HashMap::new(),
+            snapshots: snapshots::Snapshots::default(),
         }
     }
 
@@ -259,6 +264,8 @@ impl Analyzer {
         }
         self.agg.events.last_time_ns = time_ns;
         self.agg.events.last_seq = seq;
+        self.snapshots
+            .after_change(time_ns, &self.agg.sites, self.sampled);
     }
 
     /// Feed one event.
@@ -386,6 +393,9 @@ impl Analyzer {
         ev.peak_time_ns = peak.time_ns;
         self.agg.peak = peak;
         self.agg.sites.finish(self.peak.peak_seq());
+        self.agg.snapshots =
+            self.snapshots
+                .finish(self.agg.events.last_time_ns, &self.agg.sites, self.sampled);
         self.agg
     }
 }

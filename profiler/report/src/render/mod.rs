@@ -2,8 +2,11 @@
 //! [`write_report`] writes them all to a directory, each file through a temporary
 //! name and a rename, so a half-written file never looks complete.
 
+pub mod dhat_json;
 pub mod flamegraph;
 pub mod folded;
+pub mod html;
+pub mod pprof;
 pub mod summary_json;
 pub mod summary_text;
 pub mod timeline;
@@ -128,7 +131,8 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, Rep
 
 /// Write the whole report into `out_dir` (created if missing): `summary.txt`,
 /// `summary.json`, `flame-<kind>.svg` and `.folded` for every [`FlameKind`], and
-/// `timeline.svg`. Returns the files written.
+/// `timeline.svg`, then `report.html`, `dhat-heap.json` and `profile.pb.gz`.
+/// Returns the files written.
 pub fn write_report(
     a: &Analysis,
     out_dir: &Path,
@@ -163,6 +167,12 @@ pub fn write_report(
         let svg = timeline::render(a);
         written.push(write_atomic(out_dir, "timeline.svg", svg.as_bytes())?);
     }
+    let page = html::render(a)?;
+    written.push(write_atomic(out_dir, "report.html", page.as_bytes())?);
+    let dhat = dhat_json::render_bytes(a)?;
+    written.push(write_atomic(out_dir, "dhat-heap.json", &dhat)?);
+    let pb = pprof::render(a)?;
+    written.push(write_atomic(out_dir, "profile.pb.gz", &pb)?);
     Ok(written)
 }
 
