@@ -454,7 +454,7 @@ fn html_of_ten_million_events_is_small() {
     let shown = String::from_utf8_lossy(&tty.stdout);
     assert!(tty.status.success(), "{shown}");
     assert!(
-        shown.contains("reading") && shown.contains("MiB"),
+        shown.contains("reading") && shown.contains("iB"),
         "no progress bar on a terminal: {shown:.500}"
     );
 }
