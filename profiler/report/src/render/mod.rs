@@ -2,8 +2,11 @@
 //! [`write_report`] writes them all to a directory, each file through a temporary
 //! name and a rename, so a half-written file never looks complete.
 
+pub mod diff;
 pub mod flamegraph;
 pub mod folded;
+pub mod growth;
+pub mod oom;
 pub mod summary_json;
 pub mod summary_text;
 pub mod timeline;
@@ -159,9 +162,23 @@ pub fn write_report(
             written.push(write_atomic(out_dir, &format!("flame-{kind}.svg"), &svg)?);
         }
     }
+    if opts.flamegraphs && a.oom.is_some() {
+        let lines = oom::lines(a);
+        let mut folded = lines.join("\n");
+        folded.push('\n');
+        written.push(write_atomic(
+            out_dir,
+            "flame-oom.folded",
+            folded.as_bytes(),
+        )?);
+        let svg = oom::flame_svg(a, &lines, "Live heap at the out-of-memory, by call stack")?;
+        written.push(write_atomic(out_dir, "flame-oom.svg", &svg)?);
+    }
     if opts.timeline {
         let svg = timeline::render(a);
         written.push(write_atomic(out_dir, "timeline.svg", svg.as_bytes())?);
+        let svg = growth::render(a);
+        written.push(write_atomic(out_dir, "growth.svg", svg.as_bytes())?);
     }
     Ok(written)
 }

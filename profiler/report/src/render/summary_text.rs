@@ -170,6 +170,13 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> String {
         }
     }
 
+    o.push_str(&super::oom::text(a, opts.frames_per_site));
+    o.push_str(&super::growth::text(
+        a,
+        opts.top_sites,
+        opts.frames_per_site,
+    ));
+
     let mut peak: Vec<&Site> = a.sites.iter().filter(|s| s.peak_bytes > 0).collect();
     peak.sort_by(|x, y| y.peak_bytes.cmp(&x.peak_bytes).then(x.stack.cmp(&y.stack)));
     if !peak.is_empty() {

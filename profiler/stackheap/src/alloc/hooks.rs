@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::counters;
 use super::guard::{self, Guard};
+use super::limit;
 use crate::format::encode::{self, MAX_EVENT_RECORD, MAX_FRAMES, MAX_STACK_RECORD};
 use crate::format::varint::SliceWriter;
 use crate::record::session::{self, ACTIVE, DORMANT, SAMPLE_RATE, STATE, UNINIT};
@@ -42,9 +43,17 @@ fn active() -> bool {
     false
 }
 
+/// True if an allocation of `size` more bytes is over the heap limit and must get null
+/// before the inner allocator is asked. Dormant: the one inlined state load; awake:
+/// one more relaxed load when no limit is set.
+#[inline(always)]
+pub fn over_limit(size: usize) -> bool {
+    awake() && limit::exceeds(size)
+}
+
 /// Sample rate now: 0 = counters only, 1 = every allocation, N = mean bytes.
 #[inline(always)]
-fn rate() -> u64 {
+pub(crate) fn rate() -> u64 {
     SAMPLE_RATE.load(Relaxed)
 }
 
@@ -60,7 +69,7 @@ fn hash_frames(frames: &[u64]) -> u64 {
 /// Capture the stack and return its per-thread id, writing a StackDef to the ring
 /// first if this thread has not written it yet. Call between `begin` and `end`.
 #[inline(always)]
-fn stack_id(slot: &Slot, owner: &mut Owner) -> u64 {
+pub(crate) fn stack_id(slot: &Slot, owner: &mut Owner) -> u64 {
     let mut buf = [MaybeUninit::<u64>::uninit(); MAX_FRAMES];
     let n = unwind::capture(&mut buf, owner.bounds);
     if n == 0 {
@@ -106,7 +115,7 @@ fn define_stack(slot: &Slot, owner: &mut Owner, h: u64, mut i: usize, frames: &[
 }
 
 #[inline(always)]
-fn depth(bounds: StackBounds) -> u64 {
+pub(crate) fn depth(bounds: StackBounds) -> u64 {
     bounds.high.saturating_sub(stack::current_sp()) as u64
 }
 
@@ -339,6 +348,9 @@ fn after_realloc_active(
 fn failed(slot: Option<&'static Slot>, size: usize) {
     counters::on_failed(slot.map(|s| &s.totals));
     let Some(slot) = slot else { return };
+    if limit::first_failure(slot, size) {
+        return;
+    }
     if rate() == 0 {
         return;
     }

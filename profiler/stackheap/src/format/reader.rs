@@ -470,6 +470,43 @@ impl<R: Read> TraceReader<R> {
                     },
                 );
             }
+            kind::OOM => {
+                st.seq = st.seq.wrapping_add(b.uvar()?);
+                let seq = st.seq;
+                let size = b.uvar()?;
+                let local = b.uvar()?;
+                let depth = b.uvar()?;
+                let live_bytes = b.svar()?;
+                let limit_bytes = b.uvar()?;
+                let stack = self.global_stack(thread, local);
+                self.push(
+                    seq,
+                    Event::Oom {
+                        seq,
+                        time_ns: 0,
+                        thread,
+                        size,
+                        stack,
+                        depth,
+                        live_bytes,
+                        limit_bytes,
+                    },
+                );
+            }
+            kind::MARK => {
+                st.seq = st.seq.wrapping_add(b.uvar()?);
+                let seq = st.seq;
+                let name = b.string()?;
+                self.push(
+                    seq,
+                    Event::Mark {
+                        seq,
+                        time_ns: 0,
+                        thread,
+                        name,
+                    },
+                );
+            }
             kind::STACK_DEF => {
                 let local = b.uvar()?;
                 let n = b.uvar()?.min(1024);
@@ -563,7 +600,9 @@ fn set_time(e: &mut Event, t: u64) {
         Event::Alloc { time_ns, .. }
         | Event::Free { time_ns, .. }
         | Event::Realloc { time_ns, .. }
-        | Event::AllocFailed { time_ns, .. } => *time_ns = t,
+        | Event::AllocFailed { time_ns, .. }
+        | Event::Oom { time_ns, .. }
+        | Event::Mark { time_ns, .. } => *time_ns = t,
         _ => {}
     }
 }

@@ -62,6 +62,8 @@ pub struct SessionConfig {
     pub sample_rate: u64,
     /// Force an unwinder; `None` picks frame pointers when they work.
     pub unwinder: Option<Unwinder>,
+    /// Heap limit in bytes (simulated out-of-memory); 0 = none.
+    pub limit: u64,
 }
 
 fn getenv(name: &CStr) -> Option<String> {
@@ -134,10 +136,24 @@ pub fn init_from_env() {
         Some("backtrace" | "dwarf") => Some(Unwinder::Backtrace),
         _ => None,
     };
+    let limit = match getenv(c"STACKHEAP_LIMIT") {
+        None => 0,
+        Some(s) => match parse_size(&s) {
+            Some(n) => n,
+            None => {
+                say(&format!(
+                    "invalid STACKHEAP_LIMIT={s:?} (want bytes, e.g. 256MiB); profiling is off"
+                ));
+                STATE.store(DORMANT, Ordering::Release);
+                return;
+            }
+        },
+    };
     let cfg = SessionConfig {
         trace_path: expand_path(&path),
         sample_rate,
         unwinder,
+        limit,
     };
     STATE.store(DORMANT, Ordering::Release);
     if let Err(e) = start(&cfg) {
@@ -218,6 +234,7 @@ pub fn start(cfg: &SessionConfig) -> Result<(), Error> {
         SAMPLED.clear();
     }
     SAMPLE_RATE.store(cfg.sample_rate, Ordering::Relaxed);
+    crate::alloc::limit::reset(cfg.limit);
     SESSION.fetch_add(1, Ordering::AcqRel);
     let rec = Recorder::new(file, &header, Instant::now(), page_size).map_err(|source| {
         Error::Create {
@@ -271,6 +288,7 @@ pub fn stop() -> Result<(), Error> {
             std::thread::yield_now();
         }
     }
+    crate::alloc::limit::reset(0);
     let result = run.recorder.finish();
     slots::reset_all();
     STATE.store(DORMANT, Ordering::Release);
