@@ -4,6 +4,8 @@
 //! the `stackheap` (trace format) and `stackheap-report` libraries.
 
 mod demo;
+mod diff;
+mod leaks;
 mod run;
 
 use std::io::Write;
@@ -39,8 +41,11 @@ enum Command {
         /// The trace file.
         trace: PathBuf,
         /// What the widths measure.
-        #[arg(long, default_value = "alloc-bytes", value_parser = ["alloc-bytes", "alloc-count", "peak", "leaked"])]
+        #[arg(long, default_value = "alloc-bytes", value_parser = ["alloc-bytes", "alloc-count", "peak", "leaked", "live"])]
         kind: String,
+        /// With --kind live: the point (a mark's name, a time like 5s, peak, end or oom).
+        #[arg(long, default_value = "end")]
+        at: String,
         /// Write folded stack lines instead of SVG.
         #[arg(long)]
         folded: bool,
@@ -48,6 +53,19 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Print the sites still live at the end of a trace (leaks), with their stacks.
+    Leaks {
+        /// The trace file.
+        trace: PathBuf,
+        /// Sites to show.
+        #[arg(long, default_value = "20")]
+        top: usize,
+        /// Frames per site.
+        #[arg(long, default_value = "8")]
+        frames: usize,
+    },
+    /// What grew between two points (marks, times, peak, end) of a trace, or two traces.
+    Diff(diff::DiffArgs),
     /// Print a trace one record a line.
     Dump {
         /// The trace file.
@@ -108,8 +126,41 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Flamegraph {
             trace,
             kind,
+            at,
             folded,
             output,
+        } if kind == "live" => {
+            let a = diff::analyze_with_points(&trace, &[&at])?;
+            let live = stackheap_report::select::live_at(&a, &at)
+                .with_context(|| format!("{}", trace.display()))?;
+            let lines = stackheap_report::select::folded(&a, &live);
+            let bytes = if folded {
+                lines
+                    .iter()
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>()
+                    .into_bytes()
+            } else {
+                stackheap_report::render::oom::flame_svg(
+                    &a,
+                    &lines,
+                    &format!("Live heap at {}, by call stack", live.label),
+                )?
+            };
+            match output {
+                Some(p) => write_atomically(&p, &bytes)?,
+                None => std::io::stdout()
+                    .write_all(&bytes)
+                    .context("writing to standard output")?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flamegraph {
+            trace,
+            kind,
+            folded,
+            output,
+            ..
         } => {
             let kind: FlameKind = kind.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             let analysis = analyze(&trace)?;
@@ -123,6 +174,8 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Leaks { trace, top, frames } => leaks::leaks(&trace, top, frames),
+        Command::Diff(args) => diff::run(args),
         Command::Dump { trace } => dump(&trace),
         Command::Demo(args) => demo::demo(args),
     }

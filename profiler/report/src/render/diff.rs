@@ -128,11 +128,38 @@ pub fn table(rows: &[DiffRow], top: usize, from: &str, to: &str) -> String {
     o
 }
 
-/// The innermost frames of a folded stack, for a table line.
+/// True for a frame of the allocator or the standard library (by name: folded text
+/// has no file names).
+fn is_runtime(f: &str) -> bool {
+    let f = f.trim_start_matches('<');
+    [
+        "alloc::",
+        "core::",
+        "std::",
+        "__rustc::",
+        "hashbrown::",
+        "T as alloc::",
+    ]
+    .iter()
+    .any(|p| f.starts_with(p))
+}
+
+/// The innermost frames of a folded stack outside the allocator and the standard
+/// library (all of them if none is), innermost first, for a table line.
 fn leaf(stack: &str) -> String {
     let frames: Vec<&str> = stack.split(';').collect();
-    let n = frames.len();
-    frames[n.saturating_sub(3)..].join(" <- ")
+    let own: Vec<&str> = frames
+        .iter()
+        .rev()
+        .copied()
+        .filter(|f| !is_runtime(f))
+        .collect();
+    let shown = if own.is_empty() {
+        frames.iter().rev().copied().collect()
+    } else {
+        own
+    };
+    shown.into_iter().take(3).collect::<Vec<_>>().join(" <- ")
 }
 
 #[cfg(test)]
