@@ -232,7 +232,7 @@ impl Analyzer {
     /// Also keep every site's live heap at these times (ns since start), each named as
     /// given (e.g. `5s`); a time after the last event is taken at the end.
     pub fn snapshot_at(mut self, mut points: Vec<(u64, String)>) -> Self {
-        points.sort_by(|a, b| b.0.cmp(&a.0));
+        points.sort_by_key(|p| std::cmp::Reverse(p.0));
         self.pending_points = points;
         self
     }
