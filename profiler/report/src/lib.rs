@@ -272,6 +272,11 @@ pub struct Analysis {
     /// Per stack id, blocks live at the end by the quarter of the run they were
     /// allocated in.
     pub leak_ages: std::collections::HashMap<u32, [u64; 4]>,
+    /// Recorded temporary allocations (freed by their thread before its next
+    /// allocation, as heaptrack counts them).
+    pub temporary_allocs: u64,
+    /// Temporary allocations per stack id.
+    pub temporary_sites: std::collections::HashMap<u32, u64>,
 }
 
 impl Analysis {
@@ -589,6 +594,8 @@ fn build(header: &Header, status: &ReadStatus, agg: Aggregates, opts: &AnalyzeOp
         time_points: agg.time_points,
         oom,
         leak_ages: agg.leak_ages,
+        temporary_allocs: agg.temporary.total,
+        temporary_sites: agg.temporary.per_site,
     }
 }
 

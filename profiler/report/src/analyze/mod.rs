@@ -12,6 +12,7 @@ pub mod live;
 pub mod marks;
 pub mod peak;
 pub mod sites;
+pub mod temporary;
 pub mod timeline;
 
 use std::collections::HashMap;
@@ -196,6 +197,8 @@ pub struct Aggregates {
     /// Per site, its blocks still live at the end by when they were allocated: counts
     /// in the four quarters of the run.
     pub leak_ages: HashMap<u32, [u64; 4]>,
+    /// Temporary allocations (freed before the thread's next allocation).
+    pub temporary: temporary::TemporaryTracker,
 }
 
 /// Feeds events to every aggregator in one pass.
@@ -344,6 +347,7 @@ impl Analyzer {
             } => {
                 self.seen(time_ns);
                 self.thread_alloc(thread, depth);
+                self.agg.temporary.alloc(thread, addr, stack);
                 let ev = &mut self.agg.events;
                 ev.total_allocs += 1;
                 ev.total_bytes += size;
@@ -352,9 +356,13 @@ impl Analyzer {
                 self.after_change(seq, time_ns);
             }
             &Event::Free {
-                seq, time_ns, addr, ..
+                seq,
+                time_ns,
+                addr,
+                thread,
             } => {
                 self.seen(time_ns);
+                self.agg.temporary.free(thread, addr);
                 self.agg.events.total_frees += 1;
                 if !self.retire(seq, addr) {
                     self.agg.events.frees_unknown += 1;
@@ -375,6 +383,7 @@ impl Analyzer {
             } => {
                 self.seen(time_ns);
                 self.thread_alloc(thread, depth);
+                self.agg.temporary.alloc(thread, new_addr, stack);
                 let ev = &mut self.agg.events;
                 ev.total_allocs += 1;
                 ev.total_frees += 1;

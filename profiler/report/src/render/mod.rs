@@ -162,6 +162,27 @@ pub fn write_report(
             written.push(write_atomic(out_dir, &format!("flame-{kind}.svg"), &svg)?);
         }
     }
+    if opts.flamegraphs {
+        let live = crate::select::LiveAt {
+            label: String::new(),
+            bytes: a.temporary_sites.clone(),
+        };
+        let lines = crate::select::folded(a, &live);
+        let mut folded = lines.join("\n");
+        folded.push('\n');
+        written.push(write_atomic(
+            out_dir,
+            "flame-temporary.folded",
+            folded.as_bytes(),
+        )?);
+        let svg = oom::flame_svg_unit(
+            a,
+            &lines,
+            "Temporary allocations (freed before the thread's next allocation), by call stack",
+            "allocations",
+        )?;
+        written.push(write_atomic(out_dir, "flame-temporary.svg", &svg)?);
+    }
     if opts.flamegraphs && a.oom.is_some() {
         let lines = oom::lines(a);
         let mut folded = lines.join("\n");

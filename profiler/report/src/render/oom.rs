@@ -28,16 +28,26 @@ pub fn lines(a: &Analysis) -> Vec<String> {
 
 /// Render a flamegraph of folded `lines` (bytes) with `title`.
 pub fn flame_svg(a: &Analysis, lines: &[String], title: &str) -> Result<Vec<u8>, ReportError> {
+    flame_svg_unit(a, lines, title, "bytes")
+}
+
+/// Render a flamegraph of folded `lines` counting `unit` with `title`.
+pub fn flame_svg_unit(
+    a: &Analysis,
+    lines: &[String],
+    title: &str,
+    unit: &str,
+) -> Result<Vec<u8>, ReportError> {
     if lines.is_empty() {
-        return Ok(super::flamegraph::empty_svg(title, "nothing live at that point").into_bytes());
+        return Ok(super::flamegraph::empty_svg(title, "nothing to show").into_bytes());
     }
     let mut opts = Options::default();
     opts.colors = Palette::Basic(BasicPalette::Mem);
     opts.title = title.to_string();
     opts.count_name = if a.sampled() {
-        "bytes (estimated)".into()
+        format!("{unit} (of the sampled allocations)")
     } else {
-        "bytes".into()
+        unit.to_string()
     };
     opts.deterministic = true;
     let mut svg = Vec::new();

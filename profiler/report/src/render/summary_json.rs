@@ -109,5 +109,9 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> Value {
             "live_bytes": m.live_bytes,
         })).collect::<Vec<_>>(),
         "events": { "oom": super::oom::json(a) },
+        "temporary": {
+            "allocs": a.temporary_allocs,
+            "sampled_only": a.sampled(),
+        },
     })
 }

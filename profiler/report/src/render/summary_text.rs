@@ -170,6 +170,14 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> String {
         }
     }
 
+    if a.temporary_allocs > 0 {
+        let _ = writeln!(
+            o,
+            "\ntemporary allocations{}: {} (freed before their thread's next allocation; flame-temporary.svg)",
+            if a.sampled() { " (among the sampled ones)" } else { "" },
+            a.temporary_allocs
+        );
+    }
     o.push_str(&super::oom::text(a, opts.frames_per_site));
     o.push_str(&super::growth::text(
         a,
