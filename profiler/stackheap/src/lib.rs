@@ -36,6 +36,7 @@ mod mark;
 mod profiler;
 pub mod record;
 pub mod stack;
+pub mod testing;
 
 pub use alloc::StackHeap;
 pub use mark::mark;

@@ -17,7 +17,7 @@ use super::guard::{self, Guard};
 use super::limit;
 use crate::format::encode::{self, MAX_EVENT_RECORD, MAX_FRAMES, MAX_STACK_RECORD};
 use crate::format::varint::SliceWriter;
-use crate::record::session::{self, ACTIVE, DORMANT, SAMPLE_RATE, STATE, UNINIT};
+use crate::record::session::{self, ACTIVE, DORMANT, SAMPLE_RATE, SCOPED, STATE, UNINIT};
 use crate::record::slots::{self, Owner, Slot, STACK_TABLE};
 use crate::stack::{self, bounds::StackBounds, unwind};
 
@@ -49,6 +49,12 @@ fn active() -> bool {
 #[inline(always)]
 pub fn over_limit(size: usize) -> bool {
     awake() && limit::exceeds(size)
+}
+
+/// True when no session runs but testing scopes are in use (`crate::testing`).
+#[inline(always)]
+fn scoped() -> bool {
+    STATE.load(Relaxed) == SCOPED
 }
 
 /// Sample rate now: 0 = counters only, 1 = every allocation, N = mean bytes.
@@ -139,6 +145,9 @@ pub fn after_alloc(ptr: *mut u8, size: usize) {
 #[inline(never)]
 fn after_alloc_active(ptr: *mut u8, size: usize) {
     if !active() {
+        if scoped() {
+            crate::testing::on_alloc(ptr, size);
+        }
         return;
     }
     let Some(_g) = Guard::enter() else {
@@ -183,6 +192,9 @@ pub fn before_free(ptr: *mut u8, size: usize) {
 #[inline(never)]
 fn before_free_active(ptr: *mut u8, size: usize) {
     if !active() {
+        if scoped() {
+            crate::testing::on_free(ptr);
+        }
         return;
     }
     let Some(_g) = Guard::enter() else { return };
@@ -213,6 +225,8 @@ pub struct ReallocTicket {
     old_sampled: bool,
     new_sampled: bool,
     guard: Option<Guard>,
+    /// No session: count into this thread's testing scope after the realloc.
+    scoped: bool,
 }
 
 /// Before a realloc of `old` to `new_size` bytes. The old block's retirement takes its
@@ -235,6 +249,7 @@ impl ReallocTicket {
         old_sampled: false,
         new_sampled: false,
         guard: None,
+        scoped: false,
     };
 }
 
@@ -247,8 +262,10 @@ fn before_realloc_active(old: *mut u8, new_size: usize) -> ReallocTicket {
         old_sampled: false,
         new_sampled: false,
         guard: None,
+        scoped: false,
     };
     if !active() {
+        t.scoped = scoped();
         return t;
     }
     let Some(g) = Guard::enter() else { return t };
@@ -285,7 +302,7 @@ pub fn after_realloc(
     new: *mut u8,
     new_size: usize,
 ) {
-    if t.guard.is_some() {
+    if t.guard.is_some() || t.scoped {
         after_realloc_active(t, old, old_size, new, new_size);
     }
 }
@@ -298,6 +315,10 @@ fn after_realloc_active(
     new: *mut u8,
     new_size: usize,
 ) {
+    if t.scoped {
+        crate::testing::on_realloc(old, new, new_size);
+        return;
+    }
     if t.guard.is_none() {
         return;
     }
