@@ -16,6 +16,9 @@
 //! everything else stays flat. Try `stackheap run -- target/release/growth`, then look at the
 //! timeline and growth report.
 //!
+//! Spans: each request is handled inside a `request` tracing span, so `flame-spans.svg`
+//! charges the request churn to it.
+//!
 //! Marks: `warmup` after the first tenth of the ticks and `end` when the loop stops (before
 //! the service is dropped), so `stackheap diff TRACE --from warmup --to end` shows the cache
 //! on top. `cache_rate_bytes_per_s` in the expected line is the cache's growth by the
@@ -35,6 +38,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use stackheap_demos::{Args, Expected, Flag};
+use tracing_subscriber::layer::SubscriberExt;
 
 const PROGRAM: &str = "growth";
 const ABOUT: &str =
@@ -140,6 +144,11 @@ fn main() {
     let recent = args.get_usize("recent");
     drop(args);
 
+    // Request handling runs in a `request` tracing span; stackheap's layer charges the
+    // allocations made inside it to the span (flame-spans.svg).
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(stackheap::SpanLayer::new()),
+    );
     let mut service = Service::new(ticks as usize, recent);
     // One reusable response template; remember_response copies it, so the template itself
     // (allocated once, here) is not part of the cache's growth.
@@ -156,6 +165,7 @@ fn main() {
             warm = Some((Instant::now(), service.cache_bytes()));
         }
         for req in 0..requests {
+            let _span = tracing::info_span!("request").entered();
             checksum = checksum.wrapping_add(service.handle_request(tick, req));
         }
         service.keep_recent(tick);

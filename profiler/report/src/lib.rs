@@ -277,6 +277,11 @@ pub struct Analysis {
     pub temporary_allocs: u64,
     /// Temporary allocations per stack id.
     pub temporary_sites: std::collections::HashMap<u32, u64>,
+    /// Allocations by tracing span path (`SpanLayer`): (path `a;b`, bytes, count),
+    /// largest first; empty when the trace has no spans.
+    pub spans: Vec<(String, u64, u64)>,
+    /// Allocations made outside any span (bytes, count), when the trace has spans.
+    pub outside_spans: (u64, u64),
 }
 
 impl Analysis {
@@ -596,6 +601,12 @@ fn build(header: &Header, status: &ReadStatus, agg: Aggregates, opts: &AnalyzeOp
         leak_ages: agg.leak_ages,
         temporary_allocs: agg.temporary.total,
         temporary_sites: agg.temporary.per_site,
+        spans: {
+            let mut v = agg.spans.paths.clone();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            v
+        },
+        outside_spans: agg.spans.outside,
     }
 }
 

@@ -35,10 +35,14 @@ pub mod format;
 mod mark;
 mod profiler;
 pub mod record;
+#[cfg(feature = "tracing")]
+mod span;
 pub mod stack;
 pub mod testing;
 
 pub use alloc::StackHeap;
 pub use mark::mark;
 pub use profiler::{counters, Error, Profiler, ProfilerBuilder};
+#[cfg(feature = "tracing")]
+pub use span::SpanLayer;
 pub use stack::unwind::Unwinder;

@@ -12,6 +12,7 @@ pub mod live;
 pub mod marks;
 pub mod peak;
 pub mod sites;
+pub mod spans;
 pub mod temporary;
 pub mod timeline;
 
@@ -199,6 +200,8 @@ pub struct Aggregates {
     pub leak_ages: HashMap<u32, [u64; 4]>,
     /// Temporary allocations (freed before the thread's next allocation).
     pub temporary: temporary::TemporaryTracker,
+    /// Allocations by tracing span path.
+    pub spans: spans::SpanTracker,
 }
 
 /// Feeds events to every aggregator in one pass.
@@ -348,6 +351,7 @@ impl Analyzer {
                 self.seen(time_ns);
                 self.thread_alloc(thread, depth);
                 self.agg.temporary.alloc(thread, addr, stack);
+                self.agg.spans.alloc(thread, size);
                 let ev = &mut self.agg.events;
                 ev.total_allocs += 1;
                 ev.total_bytes += size;
@@ -384,6 +388,7 @@ impl Analyzer {
                 self.seen(time_ns);
                 self.thread_alloc(thread, depth);
                 self.agg.temporary.alloc(thread, new_addr, stack);
+                self.agg.spans.alloc(thread, new_size);
                 let ev = &mut self.agg.events;
                 ev.total_allocs += 1;
                 ev.total_frees += 1;
@@ -425,6 +430,25 @@ impl Analyzer {
                         held,
                     });
                 }
+            }
+            Event::SpanDef { id, parent, name } => self.agg.spans.def(*id, *parent, name),
+            &Event::SpanEnter {
+                time_ns,
+                thread,
+                span,
+                ..
+            } => {
+                self.seen(time_ns);
+                self.agg.spans.enter(thread, span);
+            }
+            &Event::SpanExit {
+                time_ns,
+                thread,
+                span,
+                ..
+            } => {
+                self.seen(time_ns);
+                self.agg.spans.exit(thread, span);
             }
             Event::Mark {
                 seq, time_ns, name, ..

@@ -183,6 +183,27 @@ pub fn write_report(
         )?;
         written.push(write_atomic(out_dir, "flame-temporary.svg", &svg)?);
     }
+    if opts.flamegraphs && !a.spans.is_empty() {
+        let mut lines: Vec<String> = a
+            .spans
+            .iter()
+            .filter(|s| s.1 > 0)
+            .map(|(p, b, _)| format!("{p} {b}"))
+            .collect();
+        if a.outside_spans.0 > 0 {
+            lines.push(format!("[no span] {}", a.outside_spans.0));
+        }
+        lines.sort();
+        let mut text = lines.join("\n");
+        text.push('\n');
+        written.push(write_atomic(
+            out_dir,
+            "flame-spans.folded",
+            text.as_bytes(),
+        )?);
+        let svg = oom::flame_svg(a, &lines, "Heap allocated, by tracing span (bytes)")?;
+        written.push(write_atomic(out_dir, "flame-spans.svg", &svg)?);
+    }
     if opts.flamegraphs && a.oom.is_some() {
         let lines = oom::lines(a);
         let mut folded = lines.join("\n");

@@ -109,6 +109,11 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> Value {
             "live_bytes": m.live_bytes,
         })).collect::<Vec<_>>(),
         "events": { "oom": super::oom::json(a) },
+        "spans": a.spans.iter().map(|(p, b, n)| json!({
+            "path": p,
+            "alloc_bytes": b,
+            "alloc_count": n,
+        })).collect::<Vec<_>>(),
         "temporary": {
             "allocs": a.temporary_allocs,
             "sampled_only": a.sampled(),

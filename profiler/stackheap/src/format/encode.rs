@@ -182,6 +182,36 @@ impl StreamState {
     }
 }
 
+impl StreamState {
+    /// Encode a SpanEnter (`enter`) or SpanExit record.
+    #[inline]
+    pub fn span_edge(&mut self, out: &mut SliceWriter<'_>, seq: u64, span: u64, enter: bool) {
+        let ds = self.dseq(seq);
+        let k = if enter {
+            kind::SPAN_ENTER
+        } else {
+            kind::SPAN_EXIT
+        };
+        framed_small(out, k, |b| {
+            b.uvar(ds);
+            b.uvar(span);
+        });
+    }
+}
+
+/// Encode a SpanDef record (unsequenced); `name` is cut to [`MAX_MARK_NAME`] bytes.
+pub fn span_def(out: &mut SliceWriter<'_>, span: u64, parent: u64, name: &[u8]) {
+    let name = &name[..name.len().min(MAX_MARK_NAME)];
+    framed_small(out, kind::SPAN_DEF, |b| {
+        b.uvar(span);
+        b.uvar(parent);
+        b.str(name);
+    });
+}
+
+/// Upper bound of an encoded SpanDef record.
+pub const MAX_SPAN_DEF_RECORD: usize = 2 + 1 + 20 + 1 + MAX_MARK_NAME;
+
 /// Longest mark name kept, bytes.
 pub const MAX_MARK_NAME: usize = 64;
 /// Upper bound of an encoded Mark record.

@@ -507,6 +507,33 @@ impl<R: Read> TraceReader<R> {
                     },
                 );
             }
+            kind::SPAN_DEF => {
+                let id = b.uvar()?;
+                let parent = b.uvar()?;
+                let name = b.string()?;
+                self.ready.push_back(Event::SpanDef { id, parent, name });
+            }
+            kind::SPAN_ENTER | kind::SPAN_EXIT => {
+                st.seq = st.seq.wrapping_add(b.uvar()?);
+                let seq = st.seq;
+                let span = b.uvar()?;
+                let e = if k == kind::SPAN_ENTER {
+                    Event::SpanEnter {
+                        seq,
+                        time_ns: 0,
+                        thread,
+                        span,
+                    }
+                } else {
+                    Event::SpanExit {
+                        seq,
+                        time_ns: 0,
+                        thread,
+                        span,
+                    }
+                };
+                self.push(seq, e);
+            }
             kind::STACK_DEF => {
                 let local = b.uvar()?;
                 let n = b.uvar()?.min(1024);
@@ -602,7 +629,9 @@ fn set_time(e: &mut Event, t: u64) {
         | Event::Realloc { time_ns, .. }
         | Event::AllocFailed { time_ns, .. }
         | Event::Oom { time_ns, .. }
-        | Event::Mark { time_ns, .. } => *time_ns = t,
+        | Event::Mark { time_ns, .. }
+        | Event::SpanEnter { time_ns, .. }
+        | Event::SpanExit { time_ns, .. } => *time_ns = t,
         _ => {}
     }
 }
