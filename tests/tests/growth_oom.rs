@@ -116,6 +116,47 @@ fn growth_cache_is_the_top_suspect_and_tops_the_diff() {
     assert!(std::fs::read_to_string(d.join("diff.svg"))
         .unwrap()
         .contains("<svg"));
+
+    // The live heap at the warmup mark: the cache holds the warm-up ticks' entries.
+    let o = Command::new(bin("stackheap"))
+        .args(["flamegraph", "--kind", "live", "--at", "warmup", "--folded"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cache_at_warmup: u64 = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("growth::Service::remember_response"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<u64>().ok()))
+        .sum();
+    assert_eq!(cache_at_warmup, before);
+
+    // Two traces: the same trace at both ends gives the same table.
+    let d2 = out.join("diff2");
+    let o = Command::new(bin("stackheap"))
+        .args(["diff", "--from", "warmup", "--to", "end", "--out"])
+        .arg(&d2)
+        .arg(&trace)
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(d2.join("diff.folded")).unwrap(),
+        folded
+    );
+
+    // A point that is not in the trace: one line, non-zero exit, the marks listed.
+    let o = Command::new(bin("stackheap"))
+        .args(["diff", "--from", "nowhere", "--out"])
+        .arg(out.join("diff3"))
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("marks: warmup, end"), "{err}");
 }
 
 #[test]
