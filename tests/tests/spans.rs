@@ -83,6 +83,23 @@ fn allocations_are_charged_to_their_span_and_none_is_lost_without_the_layer() {
         with.marks.iter().map(|m| &m.name).collect::<Vec<_>>()
     );
 
+    // Stacks prefixed by their span: work_b's allocation under a;b.
+    let mut folded = Vec::new();
+    stackheap_report::render::flamegraph::render_flamegraph_spans(
+        &with,
+        stackheap_report::FlameKind::AllocBytes,
+        true,
+        &mut folded,
+    )
+    .unwrap();
+    let folded = String::from_utf8(folded).unwrap();
+    let b_line = folded
+        .lines()
+        .find(|l| l.contains("spans::work_b"))
+        .unwrap_or_default();
+    assert!(b_line.starts_with("a;b;"), "{folded}");
+    assert!(b_line.ends_with(" 777"), "{b_line}");
+
     let without = profile("spans-without", false);
     assert!(without.spans.is_empty());
     for a in [&with, &without] {

@@ -49,6 +49,10 @@ enum Command {
         /// Write folded stack lines instead of SVG.
         #[arg(long)]
         folded: bool,
+        /// Prefix every stack with the tracing span it was allocated in (traces made
+        /// with stackheap::SpanLayer; alloc-bytes and alloc-count only).
+        #[arg(long)]
+        spans: bool,
         /// Output file [default: standard output].
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -129,7 +133,11 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             at,
             folded,
             output,
+            spans,
         } if kind == "live" => {
+            if spans {
+                anyhow::bail!("--spans works with --kind alloc-bytes and alloc-count only");
+            }
             let a = diff::analyze_with_points(&trace, &[&at])?;
             let live = stackheap_report::select::live_at(&a, &at)
                 .with_context(|| format!("{}", trace.display()))?;
@@ -159,13 +167,20 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             trace,
             kind,
             folded,
+            spans,
             output,
             ..
         } => {
             let kind: FlameKind = kind.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             let analysis = analyze(&trace)?;
             let mut bytes = Vec::new();
-            stackheap_report::render_flamegraph(&analysis, kind, folded, &mut bytes)?;
+            if spans {
+                stackheap_report::render::flamegraph::render_flamegraph_spans(
+                    &analysis, kind, folded, &mut bytes,
+                )?;
+            } else {
+                stackheap_report::render_flamegraph(&analysis, kind, folded, &mut bytes)?;
+            }
             match output {
                 Some(p) => write_atomically(&p, &bytes)?,
                 None => std::io::stdout()

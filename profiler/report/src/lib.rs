@@ -282,6 +282,9 @@ pub struct Analysis {
     pub spans: Vec<(String, u64, u64)>,
     /// Allocations made outside any span (bytes, count), when the trace has spans.
     pub outside_spans: (u64, u64),
+    /// Allocated (bytes, count) per (span path, stack id); the path is `[no span]`
+    /// outside any span. Empty when the trace has no spans.
+    pub span_stacks: Vec<(String, u32, u64, u64)>,
 }
 
 impl Analysis {
@@ -607,6 +610,19 @@ fn build(header: &Header, status: &ReadStatus, agg: Aggregates, opts: &AnalyzeOp
             v
         },
         outside_spans: agg.spans.outside,
+        span_stacks: agg
+            .spans
+            .by_stack
+            .iter()
+            .map(|(&(i, stack), &(b, n))| {
+                let path = agg
+                    .spans
+                    .paths
+                    .get(i)
+                    .map_or_else(|| "[no span]".to_string(), |p| p.0.clone());
+                (path, stack, b, n)
+            })
+            .collect(),
     }
 }
 

@@ -351,7 +351,7 @@ impl Analyzer {
                 self.seen(time_ns);
                 self.thread_alloc(thread, depth);
                 self.agg.temporary.alloc(thread, addr, stack);
-                self.agg.spans.alloc(thread, size);
+                self.agg.spans.alloc(thread, size, stack);
                 let ev = &mut self.agg.events;
                 ev.total_allocs += 1;
                 ev.total_bytes += size;
@@ -388,7 +388,7 @@ impl Analyzer {
                 self.seen(time_ns);
                 self.thread_alloc(thread, depth);
                 self.agg.temporary.alloc(thread, new_addr, stack);
-                self.agg.spans.alloc(thread, new_size);
+                self.agg.spans.alloc(thread, new_size, stack);
                 let ev = &mut self.agg.events;
                 ev.total_allocs += 1;
                 ev.total_frees += 1;

@@ -19,6 +19,9 @@ pub struct SpanTracker {
     pub outside: (u64, u64),
     /// True once any span was seen.
     pub seen: bool,
+    /// Per (path index, stack id): allocated bytes and allocations (path index
+    /// `usize::MAX` = outside any span).
+    pub by_stack: HashMap<(usize, u32), (u64, u64)>,
 }
 
 impl SpanTracker {
@@ -68,8 +71,19 @@ impl SpanTracker {
         }
     }
 
-    /// `thread` allocated `bytes`.
-    pub fn alloc(&mut self, thread: u32, bytes: u64) {
+    /// `thread` allocated `bytes` at stack id `stack`.
+    pub fn alloc(&mut self, thread: u32, bytes: u64, stack: u32) {
+        let at = self
+            .stacks
+            .get(&thread)
+            .and_then(|s| s.last())
+            .copied()
+            .unwrap_or(usize::MAX);
+        if self.seen {
+            let e = self.by_stack.entry((at, stack)).or_default();
+            e.0 += bytes;
+            e.1 += 1;
+        }
         match self.stacks.get(&thread).and_then(|s| s.last()) {
             Some(&i) => {
                 self.paths[i].1 += bytes;
@@ -92,16 +106,16 @@ mod tests {
         let mut t = SpanTracker::default();
         t.def(1, 0, "request");
         t.def(2, 1, "db");
-        t.alloc(1, 5);
+        t.alloc(1, 5, 9);
         t.enter(1, 1);
-        t.alloc(1, 100);
+        t.alloc(1, 100, 9);
         t.enter(1, 2);
-        t.alloc(1, 10);
-        t.alloc(2, 7); // another thread, outside any span
+        t.alloc(1, 10, 9);
+        t.alloc(2, 7, 9); // another thread, outside any span
         t.exit(1, 2);
-        t.alloc(1, 1);
+        t.alloc(1, 1, 8);
         t.exit(1, 1);
-        t.alloc(1, 3);
+        t.alloc(1, 3, 9);
         let m: HashMap<&str, (u64, u64)> = t
             .paths
             .iter()
@@ -110,5 +124,9 @@ mod tests {
         assert_eq!(m["request"], (101, 2));
         assert_eq!(m["request;db"], (10, 1));
         assert_eq!(t.outside, (15, 3));
+        let request = t.index["request"];
+        assert_eq!(t.by_stack[&(request, 9)], (100, 1));
+        assert_eq!(t.by_stack[&(request, 8)], (1, 1));
+        assert_eq!(t.by_stack[&(usize::MAX, 9)], (15, 3));
     }
 }
