@@ -43,12 +43,30 @@ fn active() -> bool {
     false
 }
 
-/// True if an allocation of `size` more bytes is over the heap limit and must get null
-/// before the inner allocator is asked. Dormant: the one inlined state load; awake:
-/// one more relaxed load when no limit is set.
+/// True unless the profiler is installed and off (the dormant test, for allocators that
+/// take it once and then call the `*_awake` hooks).
 #[inline(always)]
-pub fn over_limit(size: usize) -> bool {
-    awake() && limit::exceeds(size)
+pub fn is_awake() -> bool {
+    awake()
+}
+
+/// Awake only: true if an allocation of `size` more bytes is over the heap limit and
+/// must get null before the inner allocator is asked (one relaxed load when no limit).
+#[inline(always)]
+pub fn over_limit_awake(size: usize) -> bool {
+    limit::exceeds(size)
+}
+
+/// [`after_alloc`] when [`is_awake`] was already checked.
+#[inline(always)]
+pub fn after_alloc_awake(ptr: *mut u8, size: usize) {
+    after_alloc_active(ptr, size);
+}
+
+/// [`before_realloc`] when [`is_awake`] was already checked.
+#[inline(always)]
+pub fn before_realloc_awake(old: *mut u8, new_size: usize) -> ReallocTicket {
+    before_realloc_active(old, new_size)
 }
 
 /// True when no session runs but testing scopes are in use (`crate::testing`).
