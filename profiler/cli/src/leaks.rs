@@ -52,9 +52,10 @@ pub fn text(a: &Analysis, top: usize, frames: usize) -> String {
             .frames
             .iter()
             .position(|f| {
-                !f.file
-                    .as_deref()
-                    .is_some_and(|p| p.starts_with("/rustc/") || p.starts_with("/rust/deps/"))
+                !(f.name.starts_with("__rust")
+                    || f.file
+                        .as_deref()
+                        .is_some_and(|p| p.starts_with("/rustc/") || p.starts_with("/rust/deps/")))
             })
             .filter(|&i| i < s.frames.len())
             .unwrap_or(0);

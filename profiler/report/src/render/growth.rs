@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::timeline::{byte_axis, time_axis};
-use super::{fmt_bytes, fmt_time, xml_escape};
+use super::{fmt_bytes, xml_escape};
 use crate::{Analysis, GrowthSite};
 
 const W: f64 = 1000.0;
@@ -202,10 +202,23 @@ pub fn text(a: &Analysis, top: usize, frames: usize) -> String {
             fmt_bytes(g.live_bytes_max),
             fmt_bytes(g.live_bytes_end)
         );
-        for f in g.frames.iter().take(frames) {
+        // From the first frame of the program's own code, as the other sections.
+        let own = g
+            .frames
+            .iter()
+            .position(|f| {
+                !(f.name.starts_with("__rust")
+                    || f.file
+                        .as_deref()
+                        .is_some_and(|p| p.starts_with("/rustc/") || p.starts_with("/rust/deps/")))
+            })
+            .unwrap_or(0);
+        if own > 0 {
+            let _ = writeln!(o, "      ({own} allocator and std frames)");
+        }
+        for f in g.frames.iter().skip(own).take(frames) {
             let _ = writeln!(o, "      {}", f.display());
         }
     }
-    let _ = fmt_time;
     o
 }
