@@ -90,6 +90,66 @@ pub fn parse_time(s: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    use crate::analyze::Analyzer;
+    use stackheap::format::Event;
+
+    fn alloc(seq: u64, addr: u64, size: u64, stack: u32) -> Event {
+        Event::Alloc {
+            seq,
+            time_ns: seq * 1000,
+            thread: 1,
+            addr,
+            size,
+            stack,
+            depth: 0,
+        }
+    }
+
+    #[test]
+    fn marks_times_and_oom_keep_the_live_heap_of_their_moment() {
+        let mut an = Analyzer::new(1, 100).snapshot_at(vec![(2500, "2.5us".into())]);
+        an.event(&alloc(1, 0x10, 100, 1));
+        an.event(&Event::Mark {
+            seq: 2,
+            time_ns: 2000,
+            thread: 1,
+            name: "warmup".into(),
+        });
+        an.event(&alloc(3, 0x20, 50, 2));
+        an.event(&alloc(4, 0x30, 70, 1));
+        an.event(&Event::Free {
+            seq: 5,
+            time_ns: 5000,
+            thread: 1,
+            addr: 0x10,
+        });
+        an.event(&Event::Oom {
+            seq: 6,
+            time_ns: 6000,
+            thread: 1,
+            size: 4096,
+            stack: 3,
+            depth: 0,
+            live_bytes: 120,
+            limit_bytes: 200,
+        });
+        let agg = an.finish();
+        assert_eq!(agg.marks.len(), 1);
+        assert_eq!(agg.marks[0].live_bytes, 100);
+        assert_eq!(agg.marks[0].sites.get(&1), Some(&(100, 1)));
+        assert_eq!(agg.marks[0].sites.get(&2), None);
+        // The first event at or after 2.5 µs is the allocation at 3 µs.
+        assert_eq!(agg.time_points[0].name, "2.5us");
+        assert_eq!(agg.time_points[0].live_bytes, 150);
+        let oom = agg.oom.expect("oom");
+        assert_eq!(oom.requested_bytes, 4096);
+        assert_eq!(oom.limit_bytes, 200);
+        assert_eq!(oom.held.live_bytes, 120);
+        assert_eq!(oom.held.sites.get(&1), Some(&(70, 1)));
+        assert_eq!(oom.held.sites.get(&2), Some(&(50, 1)));
+        assert_eq!(agg.events.failed_allocs, 1);
+    }
+
     #[test]
     fn times_parse() {
         assert_eq!(parse_time("5s"), Some(5_000_000_000));
