@@ -16,6 +16,14 @@
 //! everything else stays flat. Try `stackheap run -- target/release/growth`, then look at the
 //! timeline and growth report.
 //!
+//! Spans: each request is handled inside a `request` tracing span, so `flame-spans.svg`
+//! charges the request churn to it.
+//!
+//! Marks: `warmup` after the first tenth of the ticks and `end` when the loop stops (before
+//! the service is dropped), so `stackheap diff TRACE --from warmup --to end` shows the cache
+//! on top. `cache_rate_bytes_per_s` in the expected line is the cache's growth by the
+//! demo's own clock (cache bytes / serving time), to compare with the growth report.
+//!
 //! The last line of stdout is `expected: ...`: `cache_bytes` is exactly the bytes allocated in
 //! `remember_response` that are alive at the last tick (entries × entry size). The cache's
 //! hash table is sized once, up front, in `Service::new` (a real service would let it grow;
@@ -27,9 +35,10 @@ static GLOBAL: stackheap::StackHeap = stackheap::StackHeap::system();
 
 use std::collections::{HashMap, VecDeque};
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stackheap_demos::{Args, Expected, Flag};
+use tracing_subscriber::layer::SubscriberExt;
 
 const PROGRAM: &str = "growth";
 const ABOUT: &str =
@@ -135,13 +144,28 @@ fn main() {
     let recent = args.get_usize("recent");
     drop(args);
 
+    // Request handling runs in a `request` tracing span; stackheap's layer charges the
+    // allocations made inside it to the span (flame-spans.svg).
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(stackheap::SpanLayer::new()),
+    );
     let mut service = Service::new(ticks as usize, recent);
     // One reusable response template; remember_response copies it, so the template itself
     // (allocated once, here) is not part of the cache's growth.
     let mut template = vec![0u8; entry_size];
     let mut checksum = 0u64;
+    // Marks for `stackheap diff TRACE --from warmup --to end`: `warmup` after the first
+    // tenth of the ticks, `end` when serving stops (before the service is dropped).
+    let warmup_ticks = ticks / 10;
+    let start = Instant::now();
+    let mut warm = None;
     for tick in 0..ticks {
+        if tick == warmup_ticks {
+            stackheap::mark("warmup");
+            warm = Some((Instant::now(), service.cache_bytes()));
+        }
         for req in 0..requests {
+            let _span = tracing::info_span!("request").entered();
             checksum = checksum.wrapping_add(service.handle_request(tick, req));
         }
         service.keep_recent(tick);
@@ -152,8 +176,15 @@ fn main() {
         }
     }
 
+    let serving = start.elapsed();
+    stackheap::mark("end");
     let entries = service.cache.len() as u64;
     let cache_bytes = service.cache_bytes();
+    // The cache's growth rate by our own clock, over the whole loop and after warm-up.
+    let rate = (cache_bytes as f64 / serving.as_secs_f64().max(1e-9)).round() as u64;
+    let rate_after_warmup = warm.map_or(rate, |(t, b)| {
+        ((cache_bytes - b) as f64 / t.elapsed().as_secs_f64().max(1e-9)).round() as u64
+    });
     assert_eq!(cache_bytes, entries * entry_size as u64);
     let recent_bytes: u64 = service.recent.iter().map(|v| v.capacity() as u64).sum();
 
@@ -173,6 +204,9 @@ fn main() {
             .add("requests_per_tick", requests)
             .add("recent_items", service.recent.len() as u64)
             .add("recent_bytes", recent_bytes)
+            .add("cache_rate_bytes_per_s", rate)
+            .add("cache_rate_after_warmup_bytes_per_s", rate_after_warmup)
+            .add("serving_ms", serving.as_millis() as u64)
             .line()
     );
     drop(service); // everything is freed at the end: growth, not a leak at exit

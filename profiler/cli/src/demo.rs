@@ -13,7 +13,7 @@ use crate::run::{record, RunArgs};
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Which demo, or `all`.
-    #[arg(default_value = "all", value_parser = ["all", "leak", "churn", "growth"])]
+    #[arg(default_value = "all", value_parser = ["all", "leak", "churn", "growth", "oom"])]
     pub name: String,
     /// Directory for the reports (one subdirectory a demo).
     #[arg(long, default_value = "stackheap-out/demos")]
@@ -37,7 +37,15 @@ const DEMOS: &[(&str, &[&str], &str)] = &[
         &["--ticks", "200", "--tick-ms", "2"],
         "a service loop whose cache grows while the rest stays flat",
     ),
+    (
+        "oom",
+        &[],
+        "a structure grows until the heap limit (64 MiB): the allocation fails and Rust aborts",
+    ),
 ];
+
+/// The heap limit a demo runs under (only `oom`, so it is quick and safe).
+const OOM_LIMIT: u64 = 64 << 20;
 
 /// Where the demo binaries are: beside this executable (cargo puts every bin of the
 /// workspace in one target directory).
@@ -105,6 +113,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             trace: None,
             out: out.clone(),
             sample: 1,
+            limit: (*name == "oom").then_some(OOM_LIMIT),
             no_report: false,
             command,
         };
@@ -133,9 +142,24 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
                 println!("check {key}: demo says {want}, profiler measured {got} (the measured figure also counts std's own buffers)");
             }
         }
+        if let Some(oom) = json.pointer("/events/oom").filter(|v| !v.is_null()) {
+            println!(
+                "check oom: request of {} bytes failed with {} bytes live (limit {}); the demo said request_bytes={}",
+                oom["requested_bytes"],
+                oom["live_bytes"],
+                oom["limit_bytes"],
+                expected
+                    .iter()
+                    .find(|(k, _)| k == "request_bytes")
+                    .map_or("?", |(_, v)| v.as_str())
+            );
+        }
         println!("report: {}", out.display());
         crate::print_files(&files);
-        if !outcome.status.success() {
+        // The oom demo is expected to abort: it succeeds when its report shows the OOM.
+        let expected_abort =
+            *name == "oom" && json.pointer("/events/oom").is_some_and(|v| !v.is_null());
+        if !outcome.status.success() && !expected_abort {
             eprintln!("stackheap: demo {name} failed: {:?}", outcome.status);
             failures += 1;
         }

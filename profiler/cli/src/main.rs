@@ -4,7 +4,9 @@
 //! the `stackheap` (trace format) and `stackheap-report` libraries.
 
 mod demo;
+mod diff;
 mod formats;
+mod leaks;
 mod progress;
 mod push;
 mod run;
@@ -46,15 +48,35 @@ enum Command {
         /// The trace file.
         trace: PathBuf,
         /// What the widths measure.
-        #[arg(long, default_value = "alloc-bytes", value_parser = ["alloc-bytes", "alloc-count", "peak", "leaked"])]
+        #[arg(long, default_value = "alloc-bytes", value_parser = ["alloc-bytes", "alloc-count", "peak", "leaked", "live"])]
         kind: String,
+        /// With --kind live: the point (a mark's name, a time like 5s, peak, end or oom).
+        #[arg(long, default_value = "end")]
+        at: String,
         /// Write folded stack lines instead of SVG.
         #[arg(long)]
         folded: bool,
+        /// Prefix every stack with the tracing span it was allocated in (traces made
+        /// with stackheap::SpanLayer; alloc-bytes and alloc-count only).
+        #[arg(long)]
+        spans: bool,
         /// Output file [default: standard output].
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Print the sites still live at the end of a trace (leaks), with their stacks.
+    Leaks {
+        /// The trace file.
+        trace: PathBuf,
+        /// Sites to show.
+        #[arg(long, default_value = "20")]
+        top: usize,
+        /// Frames per site.
+        #[arg(long, default_value = "8")]
+        frames: usize,
+    },
+    /// What grew between two points (marks, times, peak, end) of a trace, or two traces.
+    Diff(diff::DiffArgs),
     /// Print a trace one record a line.
     Dump {
         /// The trace file.
@@ -121,13 +143,31 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Flamegraph {
             trace,
             kind,
+            at,
             folded,
             output,
-        } => {
-            let kind: FlameKind = kind.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let analysis = analyze(&trace)?;
-            let mut bytes = Vec::new();
-            stackheap_report::render_flamegraph(&analysis, kind, folded, &mut bytes)?;
+            spans,
+        } if kind == "live" => {
+            if spans {
+                anyhow::bail!("--spans works with --kind alloc-bytes and alloc-count only");
+            }
+            let a = diff::analyze_with_points(&trace, &[&at])?;
+            let live = stackheap_report::select::live_at(&a, &at)
+                .with_context(|| format!("{}", trace.display()))?;
+            let lines = stackheap_report::select::folded(&a, &live);
+            let bytes = if folded {
+                lines
+                    .iter()
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>()
+                    .into_bytes()
+            } else {
+                stackheap_report::render::oom::flame_svg(
+                    &a,
+                    &lines,
+                    &format!("Live heap at {}, by call stack", live.label),
+                )?
+            };
             match output {
                 Some(p) => write_atomically(&p, &bytes)?,
                 None => std::io::stdout()
@@ -136,6 +176,34 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Flamegraph {
+            trace,
+            kind,
+            folded,
+            spans,
+            output,
+            ..
+        } => {
+            let kind: FlameKind = kind.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let analysis = analyze(&trace)?;
+            let mut bytes = Vec::new();
+            if spans {
+                stackheap_report::render::flamegraph::render_flamegraph_spans(
+                    &analysis, kind, folded, &mut bytes,
+                )?;
+            } else {
+                stackheap_report::render_flamegraph(&analysis, kind, folded, &mut bytes)?;
+            }
+            match output {
+                Some(p) => write_atomically(&p, &bytes)?,
+                None => std::io::stdout()
+                    .write_all(&bytes)
+                    .context("writing to standard output")?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Leaks { trace, top, frames } => leaks::leaks(&trace, top, frames),
+        Command::Diff(args) => diff::run(args),
         Command::Dump { trace } => dump(&trace),
         Command::Demo(args) => demo::demo(args),
         Command::Push(args) => push::push(args),

@@ -20,6 +20,10 @@ pub struct RunArgs {
     /// stack, 0 only counts; sizes like 512KiB work.
     #[arg(long, default_value = "1", value_parser = parse_bytes)]
     pub sample: u64,
+    /// Heap limit (simulated out-of-memory): an allocation that would take the live
+    /// heap over it fails as a real OOM would, e.g. 256MiB [default: none].
+    #[arg(long, value_parser = parse_bytes)]
+    pub limit: Option<u64>,
     /// Record only; do not write the report.
     #[arg(long)]
     pub no_report: bool,
@@ -98,6 +102,9 @@ pub fn record(args: &RunArgs, capture: bool) -> Result<(RunOutcome, Vec<u8>)> {
     cmd.args(&args.command[1..])
         .env("STACKHEAP_TRACE", &trace_pattern)
         .env("STACKHEAP_SAMPLE", args.sample.to_string());
+    if let Some(limit) = args.limit {
+        cmd.env("STACKHEAP_LIMIT", limit.to_string());
+    }
     if capture {
         cmd.stdout(std::process::Stdio::piped());
     }

@@ -21,6 +21,7 @@
 
 pub mod analyze;
 pub mod render;
+pub mod select;
 pub mod symbolize;
 
 use std::io::Read;
@@ -75,6 +76,9 @@ pub struct AnalyzeOptions {
     /// Most buckets in each timeline series (default 2000); the maximum of each bucket
     /// is kept, so the peak is never lost.
     pub max_timeline_points: usize,
+    /// Times (ns since start) at which to keep every site's live heap, each with the
+    /// name a selector will use (e.g. `5s`); see [`select`]. Default none.
+    pub snapshot_times: Vec<(u64, String)>,
 }
 
 impl Default for AnalyzeOptions {
@@ -82,8 +86,47 @@ impl Default for AnalyzeOptions {
         AnalyzeOptions {
             symbolize: true,
             max_timeline_points: 2000,
+            snapshot_times: Vec::new(),
         }
     }
+}
+
+/// A site whose live bytes keep rising (see [`analyze::growth`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrowthSite {
+    /// Stack id.
+    pub stack: u32,
+    /// Symbolized frames, innermost first.
+    pub frames: Vec<Frame>,
+    /// Slope of its live bytes over its growth window, bytes per second.
+    pub rate_bytes_per_s: f64,
+    /// How well a straight line fits (R²).
+    pub r2: f64,
+    /// Its live bytes at the end of the trace.
+    pub live_bytes_end: u64,
+    /// Its highest sampled live bytes.
+    pub live_bytes_max: u64,
+    /// Its live bytes over time, `(time_ns, bytes)`.
+    pub series: Vec<(u64, u64)>,
+}
+
+/// The first failed allocation (out of memory) and who held the heap then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Oom {
+    /// When, ns since start.
+    pub time_ns: u64,
+    /// Thread index of the failing request.
+    pub thread: u32,
+    /// Bytes requested.
+    pub requested_bytes: u64,
+    /// Exact live heap when it failed (in-process counter).
+    pub live_bytes: i64,
+    /// The heap limit (0 = none: the allocator itself failed).
+    pub limit_bytes: u64,
+    /// Stack of the failing request, innermost first.
+    pub frames: Vec<Frame>,
+    /// Every site's live heap at that moment.
+    pub held: analyze::marks::Snapshot,
 }
 
 /// The traced program, from the trace header.
@@ -218,6 +261,32 @@ pub struct Analysis {
     pub timeline: Timeline,
     /// Live heap by site at a bounded number of moments (for the HTML report).
     pub snapshots: Vec<analyze::snapshots::Snapshot>,
+    /// Growth suspects, fastest first.
+    pub growth: Vec<GrowthSite>,
+    /// Total live bytes at the growth samples, `(time_ns, bytes)`.
+    pub growth_total: Vec<(u64, u64)>,
+    /// Named marks with every site's live heap at each, in order.
+    pub marks: Vec<analyze::marks::Snapshot>,
+    /// Snapshots at the requested times ([`AnalyzeOptions::snapshot_times`]).
+    pub time_points: Vec<analyze::marks::Snapshot>,
+    /// The first failed allocation, if any was recorded.
+    pub oom: Option<Oom>,
+    /// Per stack id, blocks live at the end by the quarter of the run they were
+    /// allocated in.
+    pub leak_ages: std::collections::HashMap<u32, [u64; 4]>,
+    /// Recorded temporary allocations (freed by their thread before its next
+    /// allocation, as heaptrack counts them).
+    pub temporary_allocs: u64,
+    /// Temporary allocations per stack id.
+    pub temporary_sites: std::collections::HashMap<u32, u64>,
+    /// Allocations by tracing span path (`SpanLayer`): (path `a;b`, bytes, count),
+    /// largest first; empty when the trace has no spans.
+    pub spans: Vec<(String, u64, u64)>,
+    /// Allocations made outside any span (bytes, count), when the trace has spans.
+    pub outside_spans: (u64, u64),
+    /// Allocated (bytes, count) per (span path, stack id); the path is `[no span]`
+    /// outside any span. Empty when the trace has no spans.
+    pub span_stacks: Vec<(String, u32, u64, u64)>,
 }
 
 impl Analysis {
@@ -257,7 +326,8 @@ pub fn analyze_reader<R: Read>(
     opts: &AnalyzeOptions,
 ) -> Result<Analysis, ReportError> {
     let header = reader.header().clone();
-    let mut an = Analyzer::new(header.sample_rate, opts.max_timeline_points);
+    let mut an = Analyzer::new(header.sample_rate, opts.max_timeline_points)
+        .snapshot_at(opts.snapshot_times.clone());
     while let Some(e) = reader.next_event()? {
         an.event(&e);
     }
@@ -429,6 +499,28 @@ fn build(header: &Header, status: &ReadStatus, agg: Aggregates, opts: &AnalyzeOp
             }
         })
         .collect();
+    let oom = agg.oom.as_ref().map(|o| {
+        let frames = match (o.stack, agg.stacks.get(&o.stack)) {
+            (0, _) => vec![plain_frame("[no stack]".into())],
+            (id, None) => vec![plain_frame(format!("[unknown stack {id}]"))],
+            (_, Some(addrs)) => match &mut sym {
+                Some(sym) => sym.stack(addrs),
+                None => addrs
+                    .iter()
+                    .map(|a| plain_frame(format!("{a:#x}")))
+                    .collect(),
+            },
+        };
+        Oom {
+            time_ns: o.time_ns,
+            thread: o.thread,
+            requested_bytes: o.requested_bytes,
+            live_bytes: o.live_bytes,
+            limit_bytes: o.limit_bytes,
+            frames,
+            held: o.held.clone(),
+        }
+    });
     if let Some(sym) = &sym {
         for path in sym.stale_modules() {
             warnings.push(format!(
@@ -441,6 +533,32 @@ fn build(header: &Header, status: &ReadStatus, agg: Aggregates, opts: &AnalyzeOp
             .cmp(&a.alloc_bytes)
             .then(a.stack.cmp(&b.stack))
     });
+
+    let g = &agg.growth;
+    let growth: Vec<GrowthSite> = analyze::growth::suspects(g)
+        .into_iter()
+        .map(|sus| {
+            let site = sites.iter().find(|s| s.stack == sus.stack);
+            let series = g.series.get(&sus.stack).map_or_else(Vec::new, |v| {
+                g.times.iter().copied().zip(v.iter().copied()).collect()
+            });
+            GrowthSite {
+                stack: sus.stack,
+                frames: site.map_or_else(Vec::new, |s| s.frames.clone()),
+                rate_bytes_per_s: sus.rate_bytes_per_s,
+                r2: sus.r2,
+                live_bytes_end: site.map_or(0, |s| s.leaked_bytes),
+                live_bytes_max: sus.max_bytes,
+                series,
+            }
+        })
+        .collect();
+    let growth_total = g
+        .times
+        .iter()
+        .copied()
+        .zip(g.totals.iter().copied())
+        .collect();
 
     let duration_ns = agg
         .end_ns
@@ -481,6 +599,33 @@ fn build(header: &Header, status: &ReadStatus, agg: Aggregates, opts: &AnalyzeOp
             rss: agg.rss_series.points(),
         },
         snapshots: agg.snapshots,
+        growth,
+        growth_total,
+        marks: agg.marks,
+        time_points: agg.time_points,
+        oom,
+        leak_ages: agg.leak_ages,
+        temporary_allocs: agg.temporary.total,
+        temporary_sites: agg.temporary.per_site,
+        spans: {
+            let mut v = agg.spans.paths.clone();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            v
+        },
+        outside_spans: agg.spans.outside,
+        span_stacks: agg
+            .spans
+            .by_stack
+            .iter()
+            .map(|(&(i, stack), &(b, n))| {
+                let path = agg
+                    .spans
+                    .paths
+                    .get(i)
+                    .map_or_else(|| "[no span]".to_string(), |p| p.0.clone());
+                (path, stack, b, n)
+            })
+            .collect(),
     }
 }
 

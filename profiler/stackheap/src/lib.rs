@@ -20,7 +20,11 @@
 //! Environment (read at the first allocation): `STACKHEAP_TRACE=path` (`%p` = pid)
 //! starts profiling; `STACKHEAP_SAMPLE=bytes` (default 1 = every allocation, 0 =
 //! counters only, e.g. `512KiB` = Poisson sampling with that mean); `STACKHEAP_UNWIND=
-//! fp|backtrace` forces an unwinder.
+//! fp|backtrace` forces an unwinder; `STACKHEAP_LIMIT=256MiB` sets a heap limit
+//! (simulated out-of-memory, see [`alloc::limit`]).
+//!
+//! [`mark`] writes a named point in time that the reports can select
+//! (`stackheap diff TRACE --from warmup --to end`).
 //!
 //! Module map, by where the code runs: [`alloc`] and [`stack`] run inside every
 //! allocation (the hot path); [`record`] is the recorder thread beside the program;
@@ -28,10 +32,17 @@
 
 pub mod alloc;
 pub mod format;
+mod mark;
 mod profiler;
 pub mod record;
+#[cfg(feature = "tracing")]
+mod span;
 pub mod stack;
+pub mod testing;
 
 pub use alloc::StackHeap;
+pub use mark::mark;
 pub use profiler::{counters, Error, Profiler, ProfilerBuilder};
+#[cfg(feature = "tracing")]
+pub use span::SpanLayer;
 pub use stack::unwind::Unwinder;

@@ -41,6 +41,7 @@ pub struct ProfilerBuilder {
     trace_path: PathBuf,
     sample_rate: u64,
     unwinder: Option<Unwinder>,
+    limit: u64,
 }
 
 impl Default for ProfilerBuilder {
@@ -49,6 +50,7 @@ impl Default for ProfilerBuilder {
             trace_path: PathBuf::from("stackheap-%p.trace"),
             sample_rate: 1,
             unwinder: None,
+            limit: 0,
         }
     }
 }
@@ -74,6 +76,14 @@ impl ProfilerBuilder {
         self
     }
 
+    /// Heap limit in bytes (0, the default, = none): an allocation that would take the
+    /// live heap over it gets null, as at a real out-of-memory, and the first failure
+    /// writes an `Oom` record and flushes the trace (see [`crate::alloc::limit`]).
+    pub fn limit(mut self, bytes: u64) -> Self {
+        self.limit = bytes;
+        self
+    }
+
     /// Start profiling. Fails if a session runs, the file cannot be created, or
     /// `StackHeap` is not the global allocator.
     pub fn start(self) -> Result<Profiler, Error> {
@@ -81,11 +91,13 @@ impl ProfilerBuilder {
             trace_path,
             sample_rate,
             unwinder,
+            limit,
         } = self;
         let cfg = SessionConfig {
             trace_path: session::expand_path(&trace_path.to_string_lossy()),
             sample_rate,
             unwinder,
+            limit,
         };
         // Everything allocated before the session must outlive it or be freed now: a
         // free of an older block during the session would lower the live counters.

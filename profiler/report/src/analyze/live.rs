@@ -84,6 +84,11 @@ impl LiveMap {
         &self.tally
     }
 
+    /// Every live block, in no particular order.
+    pub fn blocks(&self) -> impl Iterator<Item = &Block> {
+        self.blocks.values().chain(self.displaced.values())
+    }
+
     /// Number of live blocks.
     pub fn len(&self) -> usize {
         self.blocks.len()

@@ -6,18 +6,24 @@
 //! [`Analyzer::event`] takes one [`Event`] at a time; [`Analyzer::finish`] returns the
 //! [`Aggregates`]. Nothing here symbolizes, formats or touches the file system.
 
+pub mod growth;
 pub mod leaks;
 pub mod live;
+pub mod marks;
 pub mod peak;
 pub mod sites;
 pub mod snapshots;
+pub mod spans;
+pub mod temporary;
 pub mod timeline;
 
 use std::collections::HashMap;
 
 use stackheap::format::{Counters, Event, Module, ThreadInfo};
 
+use growth::GrowthTracker;
 use live::{Block, LiveMap};
+use marks::{OomEvent, Snapshot};
 use peak::PeakTracker;
 use sites::SiteTable;
 use timeline::Series;
@@ -184,6 +190,21 @@ pub struct Aggregates {
     pub end_ns: u64,
     /// Live heap by site at a bounded number of moments.
     pub snapshots: Vec<snapshots::Snapshot>,
+    /// Every site's live bytes sampled over time (growth detection).
+    pub growth: GrowthTracker,
+    /// Named marks, in order, with every site's live heap at each.
+    pub marks: Vec<Snapshot>,
+    /// Snapshots at the requested times ([`Analyzer::snapshot_at`]), in time order.
+    pub time_points: Vec<Snapshot>,
+    /// The first failed allocation and who held the heap then.
+    pub oom: Option<OomEvent>,
+    /// Per site, its blocks still live at the end by when they were allocated: counts
+    /// in the four quarters of the run.
+    pub leak_ages: HashMap<u32, [u64; 4]>,
+    /// Temporary allocations (freed before the thread's next allocation).
+    pub temporary: temporary::TemporaryTracker,
+    /// Allocations by tracing span path.
+    pub spans: spans::SpanTracker,
 }
 
 /// Feeds events to every aggregator in one pass.
@@ -194,6 +215,8 @@ pub struct Analyzer {
     agg: Aggregates,
     thread_index: HashMap<u32, usize>,
     snapshots: snapshots::Snapshots,
+    /// Requested snapshot times not reached yet: (time ns, name), latest first.
+    pending_points: Vec<(u64, String)>,
 }
 
 impl Analyzer {
@@ -213,7 +236,27 @@ impl Analyzer {
             },
             thread_index: HashMap::new(),
             snapshots: snapshots::Snapshots::default(),
+            pending_points: Vec::new(),
         }
+    }
+
+    /// Also keep every site's live heap at these times (ns since start), each named as
+    /// given (e.g. `5s`); a time after the last event is taken at the end.
+    pub fn snapshot_at(mut self, mut points: Vec<(u64, String)>) -> Self {
+        points.sort_by_key(|p| std::cmp::Reverse(p.0));
+        self.pending_points = points;
+        self
+    }
+
+    fn snapshot(&self, name: String, time_ns: u64, seq: u64) -> Snapshot {
+        Snapshot::take(
+            &self.agg.sites,
+            self.sampled,
+            name,
+            time_ns,
+            seq,
+            self.live.tally().value(self.sampled).0,
+        )
     }
 
     fn block(&self, size: u64, stack: u32, seq: u64) -> Block {
@@ -255,6 +298,19 @@ impl Analyzer {
     }
 
     fn after_change(&mut self, seq: u64, time_ns: u64) {
+        while self
+            .pending_points
+            .last()
+            .is_some_and(|(t, _)| *t <= time_ns)
+        {
+            let (_, name) = self.pending_points.pop().unwrap_or_default();
+            let snap = self.snapshot(name, time_ns, seq);
+            self.agg.time_points.push(snap);
+        }
+        let total = self.live.tally().value(self.sampled).0;
+        self.agg
+            .growth
+            .tick(time_ns, seq, &self.agg.sites, self.sampled, total);
         self.peak.update(self.live.tally(), seq, time_ns);
         if self.sampled {
             let est = self.live.tally().est_bytes.round() as u64;
@@ -301,6 +357,8 @@ impl Analyzer {
             } => {
                 self.seen(time_ns);
                 self.thread_alloc(thread, depth);
+                self.agg.temporary.alloc(thread, addr, stack);
+                self.agg.spans.alloc(thread, size, stack);
                 let ev = &mut self.agg.events;
                 ev.total_allocs += 1;
                 ev.total_bytes += size;
@@ -309,9 +367,13 @@ impl Analyzer {
                 self.after_change(seq, time_ns);
             }
             &Event::Free {
-                seq, time_ns, addr, ..
+                seq,
+                time_ns,
+                addr,
+                thread,
             } => {
                 self.seen(time_ns);
+                self.agg.temporary.free(thread, addr);
                 self.agg.events.total_frees += 1;
                 if !self.retire(seq, addr) {
                     self.agg.events.frees_unknown += 1;
@@ -332,6 +394,8 @@ impl Analyzer {
             } => {
                 self.seen(time_ns);
                 self.thread_alloc(thread, depth);
+                self.agg.temporary.alloc(thread, new_addr, stack);
+                self.agg.spans.alloc(thread, new_size, stack);
                 let ev = &mut self.agg.events;
                 ev.total_allocs += 1;
                 ev.total_frees += 1;
@@ -347,6 +411,58 @@ impl Analyzer {
             &Event::AllocFailed { time_ns, .. } => {
                 self.seen(time_ns);
                 self.agg.events.failed_allocs += 1;
+            }
+            &Event::Oom {
+                seq,
+                time_ns,
+                thread,
+                size,
+                stack,
+                live_bytes,
+                limit_bytes,
+                ..
+            } => {
+                self.seen(time_ns);
+                self.agg.events.failed_allocs += 1;
+                if self.agg.oom.is_none() {
+                    let held = self.snapshot("oom".into(), time_ns, seq);
+                    self.agg.oom = Some(OomEvent {
+                        time_ns,
+                        seq,
+                        thread,
+                        requested_bytes: size,
+                        stack,
+                        live_bytes,
+                        limit_bytes,
+                        held,
+                    });
+                }
+            }
+            Event::SpanDef { id, parent, name } => self.agg.spans.def(*id, *parent, name),
+            &Event::SpanEnter {
+                time_ns,
+                thread,
+                span,
+                ..
+            } => {
+                self.seen(time_ns);
+                self.agg.spans.enter(thread, span);
+            }
+            &Event::SpanExit {
+                time_ns,
+                thread,
+                span,
+                ..
+            } => {
+                self.seen(time_ns);
+                self.agg.spans.exit(thread, span);
+            }
+            Event::Mark {
+                seq, time_ns, name, ..
+            } => {
+                self.seen(*time_ns);
+                let snap = self.snapshot(name.clone(), *time_ns, *seq);
+                self.agg.marks.push(snap);
             }
             &Event::Rss { time_ns, rss_bytes } => {
                 self.seen(time_ns);
@@ -382,6 +498,27 @@ impl Analyzer {
             self.agg.events.addr_reused += 1;
             let seq = self.agg.events.last_seq;
             self.agg.sites.free(&b, seq, self.peak.peak_seq());
+        }
+        let (seq, t) = (self.agg.events.last_seq, self.agg.events.last_time_ns);
+        while let Some((_, name)) = self.pending_points.pop() {
+            let snap = self.snapshot(name, t, seq);
+            self.agg.time_points.push(snap);
+        }
+        let total = self.live.tally().value(self.sampled).0;
+        if self.agg.growth.times.last() != Some(&t) {
+            self.agg
+                .growth
+                .sample(t, seq, &self.agg.sites, self.sampled, total);
+        }
+        let (t0, t1) = (self.agg.growth.times.first().copied().unwrap_or(0), t);
+        for b in self.live.blocks() {
+            let at = self.agg.growth.time_of_seq(b.seq);
+            let q = if t1 > t0 {
+                ((at.saturating_sub(t0)) as u128 * 4 / (t1 - t0 + 1) as u128).min(3) as usize
+            } else {
+                3
+            };
+            self.agg.leak_ages.entry(b.stack).or_default()[q] += 1;
         }
         let live = *self.live.tally();
         let ev = &mut self.agg.events;

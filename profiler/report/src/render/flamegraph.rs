@@ -59,7 +59,32 @@ pub fn render_flamegraph(
     folded: bool,
     out: &mut dyn Write,
 ) -> Result<(), ReportError> {
-    let lines = folded::lines(a, kind);
+    render_flamegraph_lines(a, kind, folded::lines(a, kind), folded, out)
+}
+
+/// Like [`render_flamegraph`], with every stack prefixed by its tracing span path
+/// (`--spans`); only for the allocation kinds (`alloc-bytes`, `alloc-count`).
+pub fn render_flamegraph_spans(
+    a: &Analysis,
+    kind: FlameKind,
+    folded: bool,
+    out: &mut dyn Write,
+) -> Result<(), ReportError> {
+    let lines = folded::lines_with_spans(a, kind).ok_or_else(|| {
+        ReportError::Render(format!(
+            "the {kind} flamegraph with spans: spans are recorded for alloc-bytes and alloc-count only"
+        ))
+    })?;
+    render_flamegraph_lines(a, kind, lines, folded, out)
+}
+
+fn render_flamegraph_lines(
+    a: &Analysis,
+    kind: FlameKind,
+    lines: Vec<String>,
+    folded: bool,
+    out: &mut dyn Write,
+) -> Result<(), ReportError> {
     if folded {
         let mut text = String::new();
         for l in &lines {

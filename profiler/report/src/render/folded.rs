@@ -47,3 +47,37 @@ pub fn lines(a: &Analysis, kind: FlameKind) -> Vec<String> {
     }
     m.into_iter().map(|(k, v)| format!("{k} {v}")).collect()
 }
+
+/// Folded lines for `kind` with each stack prefixed by the tracing span path it was
+/// allocated in (`span;span;root;…;leaf N`). Only the allocation kinds carry spans;
+/// `None` for the others.
+pub fn lines_with_spans(a: &Analysis, kind: FlameKind) -> Option<Vec<String>> {
+    let by_count = match kind {
+        FlameKind::AllocBytes => false,
+        FlameKind::AllocCount => true,
+        _ => return None,
+    };
+    let index: std::collections::HashMap<u32, &Site> =
+        a.sites.iter().map(|s| (s.stack, s)).collect();
+    let mut m: BTreeMap<String, u64> = BTreeMap::new();
+    for (path, stack, bytes, count) in &a.span_stacks {
+        let v = if by_count { *count } else { *bytes };
+        if v == 0 {
+            continue;
+        }
+        let frames: Vec<String> = index.get(stack).map_or_else(Vec::new, |s| {
+            s.frames
+                .iter()
+                .rev()
+                .map(|f| clean_frame(&f.name))
+                .collect()
+        });
+        let mut k = path.clone();
+        for f in frames {
+            k.push(';');
+            k.push_str(&f);
+        }
+        *m.entry(k).or_default() += v;
+    }
+    Some(m.into_iter().map(|(k, v)| format!("{k} {v}")).collect())
+}

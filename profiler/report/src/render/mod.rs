@@ -3,9 +3,12 @@
 //! name and a rename, so a half-written file never looks complete.
 
 pub mod dhat_json;
+pub mod diff;
 pub mod flamegraph;
 pub mod folded;
+pub mod growth;
 pub mod html;
+pub mod oom;
 pub mod pprof;
 pub mod summary_json;
 pub mod summary_text;
@@ -163,9 +166,65 @@ pub fn write_report(
             written.push(write_atomic(out_dir, &format!("flame-{kind}.svg"), &svg)?);
         }
     }
+    if opts.flamegraphs {
+        let live = crate::select::LiveAt {
+            label: String::new(),
+            bytes: a.temporary_sites.clone(),
+        };
+        let lines = crate::select::folded(a, &live);
+        let mut folded = lines.join("\n");
+        folded.push('\n');
+        written.push(write_atomic(
+            out_dir,
+            "flame-temporary.folded",
+            folded.as_bytes(),
+        )?);
+        let svg = oom::flame_svg_unit(
+            a,
+            &lines,
+            "Temporary allocations (freed before the thread's next allocation), by call stack",
+            "allocations",
+        )?;
+        written.push(write_atomic(out_dir, "flame-temporary.svg", &svg)?);
+    }
+    if opts.flamegraphs && !a.spans.is_empty() {
+        let mut lines: Vec<String> = a
+            .spans
+            .iter()
+            .filter(|s| s.1 > 0)
+            .map(|(p, b, _)| format!("{p} {b}"))
+            .collect();
+        if a.outside_spans.0 > 0 {
+            lines.push(format!("[no span] {}", a.outside_spans.0));
+        }
+        lines.sort();
+        let mut text = lines.join("\n");
+        text.push('\n');
+        written.push(write_atomic(
+            out_dir,
+            "flame-spans.folded",
+            text.as_bytes(),
+        )?);
+        let svg = oom::flame_svg(a, &lines, "Heap allocated, by tracing span (bytes)")?;
+        written.push(write_atomic(out_dir, "flame-spans.svg", &svg)?);
+    }
+    if opts.flamegraphs && a.oom.is_some() {
+        let lines = oom::lines(a);
+        let mut folded = lines.join("\n");
+        folded.push('\n');
+        written.push(write_atomic(
+            out_dir,
+            "flame-oom.folded",
+            folded.as_bytes(),
+        )?);
+        let svg = oom::flame_svg(a, &lines, "Live heap at the out-of-memory, by call stack")?;
+        written.push(write_atomic(out_dir, "flame-oom.svg", &svg)?);
+    }
     if opts.timeline {
         let svg = timeline::render(a);
         written.push(write_atomic(out_dir, "timeline.svg", svg.as_bytes())?);
+        let svg = growth::render(a);
+        written.push(write_atomic(out_dir, "growth.svg", svg.as_bytes())?);
     }
     let page = html::render(a)?;
     written.push(write_atomic(out_dir, "report.html", page.as_bytes())?);

@@ -95,5 +95,28 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> Value {
         "top_sites": a.sites.iter().filter(|s| s.alloc_bytes > 0 || s.alloc_count > 0)
             .take(opts.json_sites).map(site).collect::<Vec<_>>(),
         "leaks": a.leaks().into_iter().take(opts.json_sites).map(site).collect::<Vec<_>>(),
+        "growth": a.growth.iter().take(opts.json_sites).map(|g| json!({
+            "stack_id": g.stack,
+            "frames": g.frames.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+            "rate_bytes_per_s": g.rate_bytes_per_s,
+            "r2": g.r2,
+            "live_bytes_end": g.live_bytes_end,
+            "live_bytes_max": g.live_bytes_max,
+        })).collect::<Vec<_>>(),
+        "marks": a.marks.iter().map(|m| json!({
+            "name": m.name,
+            "time_ns": m.time_ns,
+            "live_bytes": m.live_bytes,
+        })).collect::<Vec<_>>(),
+        "events": { "oom": super::oom::json(a) },
+        "spans": a.spans.iter().map(|(p, b, n)| json!({
+            "path": p,
+            "alloc_bytes": b,
+            "alloc_count": n,
+        })).collect::<Vec<_>>(),
+        "temporary": {
+            "allocs": a.temporary_allocs,
+            "sampled_only": a.sampled(),
+        },
     })
 }

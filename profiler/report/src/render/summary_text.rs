@@ -170,6 +170,21 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> String {
         }
     }
 
+    if a.temporary_allocs > 0 {
+        let _ = writeln!(
+            o,
+            "\ntemporary allocations{}: {} (freed before their thread's next allocation; flame-temporary.svg)",
+            if a.sampled() { " (among the sampled ones)" } else { "" },
+            a.temporary_allocs
+        );
+    }
+    o.push_str(&super::oom::text(a, opts.frames_per_site));
+    o.push_str(&super::growth::text(
+        a,
+        opts.top_sites,
+        opts.frames_per_site,
+    ));
+
     let mut peak: Vec<&Site> = a.sites.iter().filter(|s| s.peak_bytes > 0).collect();
     peak.sort_by(|x, y| y.peak_bytes.cmp(&x.peak_bytes).then(x.stack.cmp(&y.stack)));
     if !peak.is_empty() {

@@ -237,6 +237,26 @@ pub fn render(a: &Analysis) -> String {
             pts.join(" ")
         );
     }
+    if let Some(o) = &a.oom {
+        let ox = x(o.time_ns);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{ox:.1}\" y1=\"{pt}\" x2=\"{ox:.1}\" y2=\"{pb}\" stroke=\"{PEAK_COLOR}\" stroke-width=\"2\" stroke-dasharray=\"4 2\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"12\" fill=\"{PEAK_COLOR}\">OOM: {} requested</text>",
+            ox - 4.0,
+            pt + 28.0,
+            xml_escape(&fmt_bytes(o.requested_bytes))
+        );
+    }
+    for m in &a.marks {
+        let mx = x(m.time_ns);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{mx:.1}\" y1=\"{pt}\" x2=\"{mx:.1}\" y2=\"{pb}\" stroke=\"#2ca02c\" stroke-dasharray=\"2 3\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#2ca02c\">{}</text>",
+            mx + 3.0,
+            pt + 12.0,
+            xml_escape(&m.name)
+        );
+    }
     if peak.1 > 0 {
         let (px, py) = (x(peak.0), y(peak.1));
         let label = format!("peak {} at {}", fmt_bytes(peak.1), fmt_time(peak.0));

@@ -277,6 +277,12 @@ pub(crate) fn on_failed(own: Option<&Totals>) {
     totals(own, |t, add| add(&t.failed, 1));
 }
 
+/// Live heap bytes now (the exact counter the heap limit compares against).
+#[inline(always)]
+pub(crate) fn live_bytes() -> i64 {
+    LIVE_BYTES.0.load(Relaxed)
+}
+
 /// A snapshot of every counter (sums the thread slots).
 pub fn snapshot() -> Counters {
     let mut c = Counters {

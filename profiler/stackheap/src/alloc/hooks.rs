@@ -14,9 +14,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::counters;
 use super::guard::{self, Guard};
+use super::limit;
 use crate::format::encode::{self, MAX_EVENT_RECORD, MAX_FRAMES, MAX_STACK_RECORD};
 use crate::format::varint::SliceWriter;
-use crate::record::session::{self, ACTIVE, DORMANT, SAMPLE_RATE, STATE, UNINIT};
+use crate::record::session::{self, ACTIVE, DORMANT, SAMPLE_RATE, SCOPED, STATE, UNINIT};
 use crate::record::slots::{self, Owner, Slot, STACK_TABLE};
 use crate::stack::{self, bounds::StackBounds, unwind};
 
@@ -42,9 +43,41 @@ fn active() -> bool {
     false
 }
 
+/// True unless the profiler is installed and off (the dormant test, for allocators that
+/// take it once and then call the `*_awake` hooks).
+#[inline(always)]
+pub fn is_awake() -> bool {
+    awake()
+}
+
+/// Awake only: true if an allocation of `size` more bytes is over the heap limit and
+/// must get null before the inner allocator is asked (one relaxed load when no limit).
+#[inline(always)]
+pub fn over_limit_awake(size: usize) -> bool {
+    limit::exceeds(size)
+}
+
+/// [`after_alloc`] when [`is_awake`] was already checked.
+#[inline(always)]
+pub fn after_alloc_awake(ptr: *mut u8, size: usize) {
+    after_alloc_active(ptr, size);
+}
+
+/// [`before_realloc`] when [`is_awake`] was already checked.
+#[inline(always)]
+pub fn before_realloc_awake(old: *mut u8, new_size: usize) -> ReallocTicket {
+    before_realloc_active(old, new_size)
+}
+
+/// True when no session runs but testing scopes are in use (`crate::testing`).
+#[inline(always)]
+fn scoped() -> bool {
+    STATE.load(Relaxed) == SCOPED
+}
+
 /// Sample rate now: 0 = counters only, 1 = every allocation, N = mean bytes.
 #[inline(always)]
-fn rate() -> u64 {
+pub(crate) fn rate() -> u64 {
     SAMPLE_RATE.load(Relaxed)
 }
 
@@ -60,7 +93,7 @@ fn hash_frames(frames: &[u64]) -> u64 {
 /// Capture the stack and return its per-thread id, writing a StackDef to the ring
 /// first if this thread has not written it yet. Call between `begin` and `end`.
 #[inline(always)]
-fn stack_id(slot: &Slot, owner: &mut Owner) -> u64 {
+pub(crate) fn stack_id(slot: &Slot, owner: &mut Owner) -> u64 {
     let mut buf = [MaybeUninit::<u64>::uninit(); MAX_FRAMES];
     let n = unwind::capture(&mut buf, owner.bounds);
     if n == 0 {
@@ -106,7 +139,7 @@ fn define_stack(slot: &Slot, owner: &mut Owner, h: u64, mut i: usize, frames: &[
 }
 
 #[inline(always)]
-fn depth(bounds: StackBounds) -> u64 {
+pub(crate) fn depth(bounds: StackBounds) -> u64 {
     bounds.high.saturating_sub(stack::current_sp()) as u64
 }
 
@@ -130,6 +163,9 @@ pub fn after_alloc(ptr: *mut u8, size: usize) {
 #[inline(never)]
 fn after_alloc_active(ptr: *mut u8, size: usize) {
     if !active() {
+        if scoped() {
+            crate::testing::on_alloc(ptr, size);
+        }
         return;
     }
     let Some(_g) = Guard::enter() else {
@@ -174,6 +210,9 @@ pub fn before_free(ptr: *mut u8, size: usize) {
 #[inline(never)]
 fn before_free_active(ptr: *mut u8, size: usize) {
     if !active() {
+        if scoped() {
+            crate::testing::on_free(ptr);
+        }
         return;
     }
     let Some(_g) = Guard::enter() else { return };
@@ -204,6 +243,8 @@ pub struct ReallocTicket {
     old_sampled: bool,
     new_sampled: bool,
     guard: Option<Guard>,
+    /// No session: count into this thread's testing scope after the realloc.
+    scoped: bool,
 }
 
 /// Before a realloc of `old` to `new_size` bytes. The old block's retirement takes its
@@ -226,6 +267,7 @@ impl ReallocTicket {
         old_sampled: false,
         new_sampled: false,
         guard: None,
+        scoped: false,
     };
 }
 
@@ -238,8 +280,10 @@ fn before_realloc_active(old: *mut u8, new_size: usize) -> ReallocTicket {
         old_sampled: false,
         new_sampled: false,
         guard: None,
+        scoped: false,
     };
     if !active() {
+        t.scoped = scoped();
         return t;
     }
     let Some(g) = Guard::enter() else { return t };
@@ -276,7 +320,7 @@ pub fn after_realloc(
     new: *mut u8,
     new_size: usize,
 ) {
-    if t.guard.is_some() {
+    if t.guard.is_some() || t.scoped {
         after_realloc_active(t, old, old_size, new, new_size);
     }
 }
@@ -289,6 +333,10 @@ fn after_realloc_active(
     new: *mut u8,
     new_size: usize,
 ) {
+    if t.scoped {
+        crate::testing::on_realloc(old, new, new_size);
+        return;
+    }
     if t.guard.is_none() {
         return;
     }
@@ -339,6 +387,9 @@ fn after_realloc_active(
 fn failed(slot: Option<&'static Slot>, size: usize) {
     counters::on_failed(slot.map(|s| &s.totals));
     let Some(slot) = slot else { return };
+    if limit::first_failure(slot, size) {
+        return;
+    }
     if rate() == 0 {
         return;
     }

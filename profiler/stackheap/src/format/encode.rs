@@ -145,6 +145,78 @@ impl StreamState {
     }
 }
 
+impl StreamState {
+    /// Encode an Oom record.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn oom(
+        &mut self,
+        out: &mut SliceWriter<'_>,
+        seq: u64,
+        size: u64,
+        stack: u64,
+        depth: u64,
+        live_bytes: i64,
+        limit: u64,
+    ) {
+        let ds = self.dseq(seq);
+        framed_small(out, kind::OOM, |b| {
+            b.uvar(ds);
+            b.uvar(size);
+            b.uvar(stack);
+            b.uvar(depth);
+            b.svar(live_bytes);
+            b.uvar(limit);
+        });
+    }
+
+    /// Encode a Mark record; `name` is cut to [`MAX_MARK_NAME`] bytes.
+    #[inline]
+    pub fn mark(&mut self, out: &mut SliceWriter<'_>, seq: u64, name: &[u8]) {
+        let ds = self.dseq(seq);
+        let name = &name[..name.len().min(MAX_MARK_NAME)];
+        framed_small(out, kind::MARK, |b| {
+            b.uvar(ds);
+            b.str(name);
+        });
+    }
+}
+
+impl StreamState {
+    /// Encode a SpanEnter (`enter`) or SpanExit record.
+    #[inline]
+    pub fn span_edge(&mut self, out: &mut SliceWriter<'_>, seq: u64, span: u64, enter: bool) {
+        let ds = self.dseq(seq);
+        let k = if enter {
+            kind::SPAN_ENTER
+        } else {
+            kind::SPAN_EXIT
+        };
+        framed_small(out, k, |b| {
+            b.uvar(ds);
+            b.uvar(span);
+        });
+    }
+}
+
+/// Encode a SpanDef record (unsequenced); `name` is cut to [`MAX_MARK_NAME`] bytes.
+pub fn span_def(out: &mut SliceWriter<'_>, span: u64, parent: u64, name: &[u8]) {
+    let name = &name[..name.len().min(MAX_MARK_NAME)];
+    framed_small(out, kind::SPAN_DEF, |b| {
+        b.uvar(span);
+        b.uvar(parent);
+        b.str(name);
+    });
+}
+
+/// Upper bound of an encoded SpanDef record.
+pub const MAX_SPAN_DEF_RECORD: usize = 2 + 1 + 20 + 1 + MAX_MARK_NAME;
+
+/// Longest mark name kept, bytes.
+pub const MAX_MARK_NAME: usize = 64;
+/// Upper bound of an encoded Mark record.
+pub const MAX_MARK_RECORD: usize = 2 + 1 + 10 + 1 + MAX_MARK_NAME;
+
 /// Encode a StackDef record (frames innermost first, at most [`MAX_FRAMES`]).
 #[inline]
 pub fn stack_def(out: &mut SliceWriter<'_>, id: u64, frames: &[u64]) {

@@ -27,6 +27,11 @@
 //! | 0x03 | Realloc     | thread | Δfree_seq uvar, seq−free_seq uvar, Δold svar, new−old svar, old_size, new_size, stack, depth |
 //! | 0x04 | AllocFailed | thread | Δseq uvar, size uvar, stack uvar, depth uvar                          |
 //! | 0x05 | StackDef    | thread | id uvar, n uvar, frame₀ uvar, (frameᵢ − frameᵢ₋₁ svar)…               |
+//! | 0x06 | Oom         | thread | Δseq uvar, size uvar, stack uvar, depth uvar, live_bytes svar, limit uvar (0 = none) |
+//! | 0x07 | Mark        | thread | Δseq uvar, name str (≤ 64 bytes)                                      |
+//! | 0x08 | SpanDef     | thread | span uvar, parent uvar (0 = none), name str (≤ 64 bytes)              |
+//! | 0x09 | SpanEnter   | thread | Δseq uvar, span uvar                                                  |
+//! | 0x0A | SpanExit    | thread | Δseq uvar, span uvar                                                  |
 //! | 0x10 | ThreadStart | thread | os_tid, name str, stack_top, stack_size, time_ns                      |
 //! | 0x11 | ThreadEnd   | thread | time_ns                                                               |
 //! | 0x20 | Module      | 0      | path str, bias, n, (vaddr, memsz)…, build_id str                      |
@@ -70,6 +75,17 @@ pub mod kind {
     pub const ALLOC_FAILED: u8 = 0x04;
     /// A per-thread stack definition.
     pub const STACK_DEF: u8 = 0x05;
+    /// The first failed allocation of the run (real or over the heap limit), with the
+    /// live heap at that moment; written and flushed before the null is returned.
+    pub const OOM: u8 = 0x06;
+    /// A named point in time (`stackheap::mark`), in the thread's sequence.
+    pub const MARK: u8 = 0x07;
+    /// A tracing span was created (`SpanLayer`): its id, parent and name.
+    pub const SPAN_DEF: u8 = 0x08;
+    /// This thread entered a span.
+    pub const SPAN_ENTER: u8 = 0x09;
+    /// This thread left a span.
+    pub const SPAN_EXIT: u8 = 0x0A;
     /// First record of a thread stream.
     pub const THREAD_START: u8 = 0x10;
     /// Last record of a thread stream.
@@ -290,5 +306,68 @@ pub enum Event {
         counters: Counters,
         /// Total events lost over the run.
         lost: u64,
+    },
+    /// The first failed allocation (out of memory, real or over the heap limit). It
+    /// counts as a failed allocation too (no `AllocFailed` is written for it).
+    Oom {
+        /// Global sequence number.
+        seq: u64,
+        /// When, ns since start.
+        time_ns: u64,
+        /// Thread index.
+        thread: u32,
+        /// Requested size in bytes.
+        size: u64,
+        /// Global stack id of the failing request; 0 when none.
+        stack: u32,
+        /// Stack depth at the call, bytes.
+        depth: u64,
+        /// Exact live heap (in-process counter) when the request failed, bytes.
+        live_bytes: i64,
+        /// The heap limit in force, bytes (0 = none: the allocator itself failed).
+        limit_bytes: u64,
+    },
+    /// A named mark (`stackheap::mark`).
+    Mark {
+        /// Global sequence number.
+        seq: u64,
+        /// When, ns since start.
+        time_ns: u64,
+        /// Thread index.
+        thread: u32,
+        /// The mark's name.
+        name: String,
+    },
+    /// A tracing span was created (ids may be reused after the span closed; the latest
+    /// definition counts).
+    SpanDef {
+        /// Span id (tracing's id).
+        id: u64,
+        /// Parent span id, 0 = none.
+        parent: u64,
+        /// The span's name.
+        name: String,
+    },
+    /// A thread entered a span: its allocations until the matching exit belong to it.
+    SpanEnter {
+        /// Global sequence number.
+        seq: u64,
+        /// When, ns since start.
+        time_ns: u64,
+        /// Thread index.
+        thread: u32,
+        /// Span id.
+        span: u64,
+    },
+    /// A thread left a span.
+    SpanExit {
+        /// Global sequence number.
+        seq: u64,
+        /// When, ns since start.
+        time_ns: u64,
+        /// Thread index.
+        thread: u32,
+        /// Span id.
+        span: u64,
     },
 }

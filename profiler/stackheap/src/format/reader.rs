@@ -506,6 +506,70 @@ impl<R: Read> TraceReader<R> {
                     },
                 );
             }
+            kind::OOM => {
+                st.seq = st.seq.wrapping_add(b.uvar()?);
+                let seq = st.seq;
+                let size = b.uvar()?;
+                let local = b.uvar()?;
+                let depth = b.uvar()?;
+                let live_bytes = b.svar()?;
+                let limit_bytes = b.uvar()?;
+                let stack = self.global_stack(thread, local);
+                self.push(
+                    seq,
+                    Event::Oom {
+                        seq,
+                        time_ns: 0,
+                        thread,
+                        size,
+                        stack,
+                        depth,
+                        live_bytes,
+                        limit_bytes,
+                    },
+                );
+            }
+            kind::MARK => {
+                st.seq = st.seq.wrapping_add(b.uvar()?);
+                let seq = st.seq;
+                let name = b.string()?;
+                self.push(
+                    seq,
+                    Event::Mark {
+                        seq,
+                        time_ns: 0,
+                        thread,
+                        name,
+                    },
+                );
+            }
+            kind::SPAN_DEF => {
+                let id = b.uvar()?;
+                let parent = b.uvar()?;
+                let name = b.string()?;
+                self.ready.push_back(Event::SpanDef { id, parent, name });
+            }
+            kind::SPAN_ENTER | kind::SPAN_EXIT => {
+                st.seq = st.seq.wrapping_add(b.uvar()?);
+                let seq = st.seq;
+                let span = b.uvar()?;
+                let e = if k == kind::SPAN_ENTER {
+                    Event::SpanEnter {
+                        seq,
+                        time_ns: 0,
+                        thread,
+                        span,
+                    }
+                } else {
+                    Event::SpanExit {
+                        seq,
+                        time_ns: 0,
+                        thread,
+                        span,
+                    }
+                };
+                self.push(seq, e);
+            }
             kind::STACK_DEF => {
                 let local = b.uvar()?;
                 let n = b.uvar()?.min(1024);
@@ -612,7 +676,11 @@ fn set_time(e: &mut Event, t: u64) {
         Event::Alloc { time_ns, .. }
         | Event::Free { time_ns, .. }
         | Event::Realloc { time_ns, .. }
-        | Event::AllocFailed { time_ns, .. } => *time_ns = t,
+        | Event::AllocFailed { time_ns, .. }
+        | Event::Oom { time_ns, .. }
+        | Event::Mark { time_ns, .. }
+        | Event::SpanEnter { time_ns, .. }
+        | Event::SpanExit { time_ns, .. } => *time_ns = t,
         _ => {}
     }
 }

@@ -198,6 +198,7 @@ impl Recorder {
             }
             self.flush_globals();
             self.write_out();
+            crate::alloc::limit::round_written();
             if stopping {
                 break;
             }

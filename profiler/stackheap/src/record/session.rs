@@ -28,6 +28,9 @@ pub const DORMANT: u8 = 2;
 pub const ACTIVE: u8 = 3;
 /// Stopping: no new records.
 pub const STOPPING: u8 = 4;
+/// Not profiling, but a `testing::HeapScope` has been opened: the hooks stay awake and
+/// count into the scopes of their threads.
+pub const SCOPED: u8 = 5;
 
 /// The profiler's state; the hot path reads it with one relaxed load.
 pub static STATE: AtomicU8 = AtomicU8::new(UNINIT);
@@ -62,6 +65,8 @@ pub struct SessionConfig {
     pub sample_rate: u64,
     /// Force an unwinder; `None` picks frame pointers when they work.
     pub unwinder: Option<Unwinder>,
+    /// Heap limit in bytes (simulated out-of-memory); 0 = none.
+    pub limit: u64,
 }
 
 fn getenv(name: &CStr) -> Option<String> {
@@ -115,7 +120,7 @@ pub fn init_from_env() {
         return;
     }
     let Some(path) = getenv(c"STACKHEAP_TRACE").filter(|p| !p.is_empty()) else {
-        STATE.store(DORMANT, Ordering::Release);
+        STATE.store(idle_state(), Ordering::Release);
         return;
     };
     let sample_rate = match getenv(c"STACKHEAP_SAMPLE") {
@@ -124,7 +129,7 @@ pub fn init_from_env() {
             Some(n) => n,
             None => {
                 say(&format!("invalid STACKHEAP_SAMPLE={s:?} (want bytes, e.g. 524288 or 512KiB); profiling is off"));
-                STATE.store(DORMANT, Ordering::Release);
+                STATE.store(idle_state(), Ordering::Release);
                 return;
             }
         },
@@ -134,12 +139,26 @@ pub fn init_from_env() {
         Some("backtrace" | "dwarf") => Some(Unwinder::Backtrace),
         _ => None,
     };
+    let limit = match getenv(c"STACKHEAP_LIMIT") {
+        None => 0,
+        Some(s) => match parse_size(&s) {
+            Some(n) => n,
+            None => {
+                say(&format!(
+                    "invalid STACKHEAP_LIMIT={s:?} (want bytes, e.g. 256MiB); profiling is off"
+                ));
+                STATE.store(idle_state(), Ordering::Release);
+                return;
+            }
+        },
+    };
     let cfg = SessionConfig {
         trace_path: expand_path(&path),
         sample_rate,
         unwinder,
+        limit,
     };
-    STATE.store(DORMANT, Ordering::Release);
+    STATE.store(idle_state(), Ordering::Release);
     if let Err(e) = start(&cfg) {
         say(&format!("{e}; profiling is off"));
     }
@@ -218,6 +237,7 @@ pub fn start(cfg: &SessionConfig) -> Result<(), Error> {
         SAMPLED.clear();
     }
     SAMPLE_RATE.store(cfg.sample_rate, Ordering::Relaxed);
+    crate::alloc::limit::reset(cfg.limit);
     SESSION.fetch_add(1, Ordering::AcqRel);
     let rec = Recorder::new(file, &header, Instant::now(), page_size).map_err(|source| {
         Error::Create {
@@ -274,10 +294,35 @@ pub fn stop() -> Result<(), Error> {
             std::thread::yield_now();
         }
     }
+    crate::alloc::limit::reset(0);
     let result = run.recorder.finish();
     slots::reset_all();
-    STATE.store(DORMANT, Ordering::Release);
+    STATE.store(idle_state(), Ordering::Release);
     result.map_err(Error::Write)
+}
+
+/// The state when not profiling: dormant, or awake for the testing scopes.
+fn idle_state() -> u8 {
+    if crate::testing::EVER.load(Ordering::Acquire) {
+        SCOPED
+    } else {
+        DORMANT
+    }
+}
+
+/// A testing scope opens: read the environment if nobody has yet, then keep the hooks
+/// awake from now on (unless a session runs, which keeps them awake anyway).
+pub(crate) fn wake_for_testing() {
+    crate::testing::EVER.store(true, Ordering::Release);
+    if STATE.load(Ordering::Acquire) == UNINIT {
+        init_from_env();
+    }
+    // Another thread may be reading the environment: it ends in the idle state, which
+    // sees EVER; wait for it so that the exchange below cannot be lost.
+    while STATE.load(Ordering::Acquire) == INITIALIZING {
+        std::thread::yield_now();
+    }
+    let _ = STATE.compare_exchange(DORMANT, SCOPED, Ordering::AcqRel, Ordering::Acquire);
 }
 
 /// In a forked child: the recorder thread does not exist here, so stop recording. The
