@@ -260,15 +260,38 @@ fn data(a: &Analysis) -> Value {
             })
         })
         .collect();
+    let mut kinds = vec![
+        json!({"id": "alloc-bytes", "title": "allocated bytes", "unit": format!("bytes{unit}"), "v": col(|s| s.alloc_bytes)}),
+        json!({"id": "alloc-count", "title": "allocations", "unit": format!("allocations{unit}"), "v": col(|s| s.alloc_count)}),
+        json!({"id": "peak", "title": "live at the peak", "unit": format!("bytes{unit}"), "v": col(|s| s.peak_bytes)}),
+        json!({"id": "leaked", "title": "leaked (live at exit)", "unit": format!("bytes{unit}"), "v": col(|s| s.leaked_bytes)}),
+    ];
+    // The views the run has beyond those four: per site, in the same site order.
+    let per_site =
+        |get: &dyn Fn(u32) -> u64| sites.iter().map(|s| get(s.stack)).collect::<Vec<u64>>();
+    if a.temporary_allocs > 0 {
+        let v = per_site(&|id| a.temporary_sites.get(&id).copied().unwrap_or(0));
+        kinds.push(json!({"id": "temporary", "title": "temporary allocations", "unit": "allocations", "v": v}));
+    }
+    if !a.growth.is_empty() {
+        let v = per_site(&|id| {
+            a.growth
+                .iter()
+                .find(|g| g.stack == id)
+                .map_or(0, |g| g.rate_bytes_per_s.max(0.0).round() as u64)
+        });
+        kinds.push(
+            json!({"id": "growth", "title": "growing (leak suspects)", "unit": "bytes/s", "v": v}),
+        );
+    }
+    if let Some(oom) = &a.oom {
+        let v = per_site(&|id| oom.held.sites.get(&id).map_or(0, |&(b, _)| b));
+        kinds.push(json!({"id": "oom", "title": "held at out-of-memory", "unit": format!("bytes{unit}"), "v": v}));
+    }
     json!({
         "frames": frames,
         "stacks": stacks,
-        "kinds": [
-            {"id": "alloc-bytes", "title": "allocated bytes", "unit": format!("bytes{unit}"), "v": col(|s| s.alloc_bytes)},
-            {"id": "alloc-count", "title": "allocations", "unit": format!("allocations{unit}"), "v": col(|s| s.alloc_count)},
-            {"id": "peak", "title": "live at the peak", "unit": format!("bytes{unit}"), "v": col(|s| s.peak_bytes)},
-            {"id": "leaked", "title": "leaked (live at exit)", "unit": format!("bytes{unit}"), "v": col(|s| s.leaked_bytes)},
-        ],
+        "kinds": kinds,
         "snaps": snaps,
     })
 }
