@@ -41,6 +41,7 @@ pub struct ProfilerBuilder {
     trace_path: PathBuf,
     sample_rate: u64,
     unwinder: Option<Unwinder>,
+    stack_hz: u32,
 }
 
 impl Default for ProfilerBuilder {
@@ -49,6 +50,7 @@ impl Default for ProfilerBuilder {
             trace_path: PathBuf::from("stackheap-%p.trace"),
             sample_rate: 1,
             unwinder: None,
+            stack_hz: session::DEFAULT_STACK_HZ,
         }
     }
 }
@@ -74,6 +76,12 @@ impl ProfilerBuilder {
         self
     }
 
+    /// Rate of the stack-depth sampler in Hz (default 250; 0 = off).
+    pub fn stack_hz(mut self, hz: u32) -> Self {
+        self.stack_hz = hz;
+        self
+    }
+
     /// Start profiling. Fails if a session runs, the file cannot be created, or
     /// `StackHeap` is not the global allocator.
     pub fn start(self) -> Result<Profiler, Error> {
@@ -81,11 +89,13 @@ impl ProfilerBuilder {
             trace_path,
             sample_rate,
             unwinder,
+            stack_hz,
         } = self;
         let cfg = SessionConfig {
             trace_path: session::expand_path(&trace_path.to_string_lossy()),
             sample_rate,
             unwinder,
+            stack_hz,
         };
         // Everything allocated before the session must outlive it or be freed now: a
         // free of an older block during the session would lower the live counters.

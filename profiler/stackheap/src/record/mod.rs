@@ -2,6 +2,7 @@
 //! trace file, the module map, and session start/stop.
 
 pub mod modules;
+pub mod crash_flush;
 pub mod recorder;
 pub mod session;
 pub mod slots;

@@ -81,6 +81,9 @@ pub struct Slot {
     ring: AtomicPtr<u8>,
     _pad3: [u8; 24],
     owner: UnsafeCell<Owner>,
+    /// Stack bounds, depth high-water mark and deepest frames, shared with the signal
+    /// handlers (see [`crate::stack::sampler`]).
+    pub stack: crate::stack::sampler::StackState,
 }
 
 fn map(bytes: usize) -> *mut u8 {
@@ -325,6 +328,8 @@ impl Drop for ExitHook {
         }
         // SAFETY: CURRENT points into the slot table, which lives for the process.
         let s = unsafe { &*s };
+        s.stack.stop_sampling();
+        crate::stack::fault::release_altstack(&s.stack);
         crate::alloc::hooks::write_thread_end(s);
         s.state.store(RETIRED, Ordering::Release);
     }
@@ -384,13 +389,32 @@ fn register() -> Option<&'static Slot> {
     s.thread.store(thread, Ordering::Release);
     CURRENT.with(|c| c.set(s));
     CURRENT_SESSION.with(|c| c.set(session::SESSION.load(Ordering::Relaxed)));
+    let tid = crate::stack::bounds::os_tid();
+    s.stack.init(bounds.low, bounds.high, tid);
     if !EXITED.with(|e| e.get()) {
         // Touching the hook registers its destructor (may allocate: guard held).
-        let _ = EXIT_HOOK.try_with(|_| ());
+        // Only a thread whose hook will run (and stop the sampler) is sampled.
+        if EXIT_HOOK.try_with(|_| ()).is_ok() {
+            s.stack.sampled.store(true, Ordering::SeqCst);
+        }
     }
+    crate::stack::fault::ensure_altstack(&s.stack);
     crate::alloc::counters::thread_registered(s);
     crate::alloc::hooks::write_thread_start(s, bounds);
     Some(s)
+}
+
+/// The calling thread's slot of the current session without registering; for signal
+/// handlers (a `const` thread-local without destructor: a plain TLS load).
+pub fn current_for_signal() -> Option<&'static Slot> {
+    let s = CURRENT.with(|c| c.get());
+    if s.is_null()
+        || CURRENT_SESSION.with(|c| c.get()) != session::SESSION.load(Ordering::Relaxed)
+    {
+        return None;
+    }
+    // SAFETY: CURRENT points into the slot table, which lives for the process.
+    Some(unsafe { &*s })
 }
 
 /// Thread index of the calling thread's slot (0 if none).

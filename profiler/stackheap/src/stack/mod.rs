@@ -2,6 +2,8 @@
 //! capture of the call stack as raw return addresses (hot path).
 
 pub mod bounds;
+pub mod fault;
+pub mod sampler;
 pub mod unwind;
 
 /// The current stack pointer (approximately: the address of a local of this frame).
