@@ -10,6 +10,7 @@ pub mod leaks;
 pub mod live;
 pub mod peak;
 pub mod sites;
+pub mod stacks;
 pub mod timeline;
 
 use std::collections::HashMap;
@@ -181,6 +182,8 @@ pub struct Aggregates {
     pub rss_peak: u64,
     /// Latest time seen in any record, ns since start.
     pub end_ns: u64,
+    /// Stack depths, overflows, crashes and panics.
+    pub stack_events: stacks::StackEvents,
 }
 
 /// Feeds events to every aggregator in one pass.
@@ -263,6 +266,7 @@ impl Analyzer {
 
     /// Feed one event.
     pub fn event(&mut self, e: &Event) {
+        self.agg.stack_events.event(e);
         match e {
             Event::Thread(info) => {
                 self.seen(info.time_ns);
@@ -365,6 +369,10 @@ impl Analyzer {
                 }
                 self.agg.trailer = Some((*counters, *lost));
             }
+            Event::StackOverflow(o) => self.seen(o.time_ns),
+            Event::Crash(c) => self.seen(c.time_ns),
+            Event::Panic(p) => self.seen(p.time_ns),
+            Event::StackMax(m) => self.seen(m.time_ns),
         }
     }
 

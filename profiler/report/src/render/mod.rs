@@ -3,6 +3,8 @@
 //! name and a rename, so a half-written file never looks complete.
 
 pub mod flamegraph;
+pub mod stack_flame;
+pub mod stack_json;
 pub mod folded;
 pub mod summary_json;
 pub mod summary_text;
@@ -158,6 +160,17 @@ pub fn write_report(
             render_flamegraph(a, kind, false, &mut svg)?;
             written.push(write_atomic(out_dir, &format!("flame-{kind}.svg"), &svg)?);
         }
+        let folded = stack_flame::folded(a);
+        written.push(write_atomic(
+            out_dir,
+            "flame-stack.folded",
+            folded.as_bytes(),
+        )?);
+        written.push(write_atomic(
+            out_dir,
+            "flame-stack.svg",
+            &stack_flame::svg(a)?,
+        )?);
     }
     if opts.timeline {
         let svg = timeline::render(a);

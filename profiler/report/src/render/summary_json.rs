@@ -11,6 +11,10 @@ pub fn summary_json(a: &Analysis) -> Value {
     render(a, &RenderOptions::default())
 }
 
+fn stack_of(a: &Analysis, thread: u32) -> Option<&crate::analyze::stacks::ThreadStack> {
+    a.stack.threads.iter().find(|s| s.thread == thread)
+}
+
 fn site(s: &Site) -> Value {
     json!({
         "stack_id": s.stack,
@@ -91,7 +95,12 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> Value {
             "end_ns": t.end_ns,
             "allocs": t.allocs,
             "max_stack_depth": t.max_depth,
+            "stack_limit_bytes": t.info.stack_size,
+            "max_stack_bytes": stack_of(a, t.info.thread).map_or(t.max_depth, |s| s.max_stack_bytes),
+            "max_stack_time_ns": stack_of(a, t.info.thread).map_or(0, |s| s.max_stack_time_ns),
+            "stack_percent_used": stack_of(a, t.info.thread).map_or(0.0, |s| s.percent_used),
         })).collect::<Vec<_>>(),
+        "events": super::stack_json::events(a),
         "top_sites": a.sites.iter().filter(|s| s.alloc_bytes > 0 || s.alloc_count > 0)
             .take(opts.json_sites).map(site).collect::<Vec<_>>(),
         "leaks": a.leaks().into_iter().take(opts.json_sites).map(site).collect::<Vec<_>>(),
