@@ -68,6 +68,8 @@ pub struct StackFrame {
     pub name: String,
     /// Stack bytes of this frame (0 when unknown).
     pub bytes: u64,
+    /// Back-to-back repeats of this frame (recursion), ≥ 1.
+    pub count: u64,
 }
 
 /// One thread's stack figures.
@@ -213,6 +215,7 @@ fn named(sym: &mut Option<&mut Symbolizer>, frames: &[SizedFrame]) -> Vec<StackF
         .map(|f| StackFrame {
             name: name_of(sym, f.addr),
             bytes: f.bytes,
+            count: f.count.max(1),
         })
         .collect()
 }
@@ -228,8 +231,11 @@ fn fold(prefix: &str, frames: &[StackFrame], rest: u64, out: &mut HashMap<String
     for f in frames.iter().rev() {
         path.push(';');
         path.push_str(&clean(&f.name));
+        if f.count > 1 {
+            path.push_str(&format!(" ×{}", f.count));
+        }
         if f.bytes > 0 {
-            *out.entry(path.clone()).or_default() += f.bytes;
+            *out.entry(path.clone()).or_default() += f.bytes * f.count;
         }
     }
 }
@@ -320,10 +326,20 @@ pub fn build(
             format!("{} (thread {id})", t.info.name)
         };
         if let Some(o) = overflow {
-            let sum: u64 = o.frames.iter().map(|f| f.bytes).sum();
-            fold(&label, &o.frames, o.depth.saturating_sub(sum), &mut folded);
+            // The frames above the cycle, then the cycle collapsed into one frame.
+            let mut frames: Vec<StackFrame> = o.frames.clone();
+            if let Some(c) = &o.cycle {
+                frames.truncate(c.start as usize);
+                frames.push(StackFrame {
+                    name: format!("[cycle: {}]", c.functions.join(" → ")),
+                    bytes: c.bytes,
+                    count: c.repeats.max(1),
+                });
+            }
+            let sum: u64 = frames.iter().map(|f| f.bytes * f.count).sum();
+            fold(&label, &frames, o.depth.saturating_sub(sum), &mut folded);
         } else if !deepest.is_empty() {
-            let sum: u64 = deepest.iter().map(|f| f.bytes).sum();
+            let sum: u64 = deepest.iter().map(|f| f.bytes * f.count).sum();
             let depth = ev.deepest.get(&id).map_or(0, |m| m.depth);
             fold(&label, &deepest, depth.saturating_sub(sum), &mut folded);
         }

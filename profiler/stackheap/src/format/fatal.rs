@@ -19,6 +19,9 @@ pub struct SizedFrame {
     pub addr: u64,
     /// Stack bytes of this frame.
     pub bytes: u64,
+    /// How many times this frame repeats back to back (a recursion run-length
+    /// encoded; 1 = once).
+    pub count: u64,
 }
 
 /// A repeated run of frames at the top of an overflowed stack.
@@ -158,6 +161,7 @@ fn frames_out(w: &mut SliceWriter<'_>, frames: &[SizedFrame]) {
     for f in frames {
         w.uvar(f.addr);
         w.uvar(f.bytes);
+        w.uvar(f.count);
     }
 }
 
@@ -168,6 +172,7 @@ fn frames_in(r: &mut SliceReader<'_>) -> Result<Vec<SizedFrame>, Short> {
         v.push(SizedFrame {
             addr: r.uvar()?,
             bytes: r.uvar()?,
+            count: r.uvar()?,
         });
     }
     Ok(v)

@@ -399,6 +399,8 @@ fn register() -> Option<&'static Slot> {
         }
     }
     crate::stack::fault::ensure_altstack(&s.stack);
+    // The runtime may have put its own handlers over ours since (std does at start).
+    crate::stack::fault::keep_installed();
     crate::alloc::counters::thread_registered(s);
     crate::alloc::hooks::write_thread_start(s, bounds);
     Some(s)

@@ -54,7 +54,11 @@ unsafe impl Sync for WorkCell {}
 static WORK: WorkCell = WorkCell(UnsafeCell::new(Work {
     pcs: [0; WALK],
     fps: [0; WALK],
-    frames: [SizedFrame { addr: 0, bytes: 0 }; WALK],
+    frames: [SizedFrame {
+        addr: 0,
+        bytes: 0,
+        count: 1,
+    }; WALK],
     record: [0; 4096],
     body: [0; 2048],
     maps: [0; 4096],
@@ -67,6 +71,20 @@ pub fn install() {
         return;
     }
     keep_installed();
+}
+
+static EARLY_CHECKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Called on cold paths of the program's own threads (a new call stack): the first few
+/// hundred times, make sure our handlers are still on top. The runtime's start (std
+/// installs its SIGSEGV handler after its first allocation, which may start the
+/// session) happens before the program's first new allocation site, so this catches
+/// it on the main thread before the program can crash.
+pub fn early_check() {
+    if EARLY_CHECKS.load(Ordering::Relaxed) < 256 {
+        EARLY_CHECKS.fetch_add(1, Ordering::Relaxed);
+        keep_installed();
+    }
 }
 
 /// Put our handler back on top of any installed after ours (std installs its own
@@ -384,7 +402,11 @@ unsafe fn report(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c
             if i < WALK {
                 work.pcs[i] = a;
                 work.fps[i] = f;
-                work.frames[i] = SizedFrame { addr: a, bytes };
+                work.frames[i] = SizedFrame {
+                    addr: a,
+                    bytes,
+                    count: 1,
+                };
             }
             true
         });
@@ -393,6 +415,7 @@ unsafe fn report(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c
         work.frames[0] = SizedFrame {
             addr: pc as u64,
             bytes: 0,
+            count: 1,
         };
         work.pcs[0] = pc as u64;
         if pc != 0 {

@@ -33,8 +33,8 @@ pub struct StackState {
     pub max_time: AtomicU64,
     /// Seqlock of `deepest`: odd while the handler writes.
     pub deepest_gen: AtomicU64,
-    /// Frames of the deepest stack: (return address, bytes) pairs.
-    pub deepest: [(AtomicU64, AtomicU64); DEEPEST_FRAMES],
+    /// Frames of the deepest stack: (return address, bytes, repeats) runs.
+    pub deepest: [(AtomicU64, AtomicU64, AtomicU64); DEEPEST_FRAMES],
     /// Frames used in `deepest`.
     pub deepest_n: AtomicUsize,
     /// Depth of the stack in `deepest`.
@@ -195,15 +195,26 @@ extern "C" fn on_sample(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
         .store(crate::record::crash_flush::now_ns(), Ordering::Relaxed);
     let g = st.deepest_gen.load(Ordering::Relaxed);
     st.deepest_gen.store(g | 1, Ordering::Release);
-    let n = walk(pc, sp, fp, b.low, b.high, |i, addr, bytes, _| {
-        if i >= DEEPEST_FRAMES {
+    // Run-length encoded: a recursion of one function is one entry with its count.
+    let mut n = 0usize;
+    walk(pc, sp, fp, b.low, b.high, |_, addr, bytes, _| {
+        if n > 0
+            && st.deepest[n - 1].0.load(Ordering::Relaxed) == addr
+            && st.deepest[n - 1].1.load(Ordering::Relaxed) == bytes
+        {
+            st.deepest[n - 1].2.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        if n >= DEEPEST_FRAMES {
             return false;
         }
-        st.deepest[i].0.store(addr, Ordering::Relaxed);
-        st.deepest[i].1.store(bytes, Ordering::Relaxed);
+        st.deepest[n].0.store(addr, Ordering::Relaxed);
+        st.deepest[n].1.store(bytes, Ordering::Relaxed);
+        st.deepest[n].2.store(1, Ordering::Relaxed);
+        n += 1;
         true
     });
-    st.deepest_n.store(n.min(DEEPEST_FRAMES), Ordering::Relaxed);
+    st.deepest_n.store(n, Ordering::Relaxed);
     st.deepest_depth.store(depth, Ordering::Relaxed);
     st.deepest_gen.store((g | 1) + 1, Ordering::Release);
 }
@@ -224,6 +235,7 @@ pub fn take_deepest(st: &StackState, out: &mut [SizedFrame; DEEPEST_FRAMES]) -> 
         for (i, o) in out.iter_mut().enumerate().take(n) {
             o.addr = st.deepest[i].0.load(Ordering::Relaxed);
             o.bytes = st.deepest[i].1.load(Ordering::Relaxed);
+            o.count = st.deepest[i].2.load(Ordering::Relaxed);
         }
         let depth = st.deepest_depth.load(Ordering::Relaxed);
         let time = st.max_time.load(Ordering::Relaxed);
