@@ -20,6 +20,9 @@ pub struct RunArgs {
     /// stack, 0 only counts; sizes like 512KiB work.
     #[arg(long, default_value = "1", value_parser = parse_bytes)]
     pub sample: u64,
+    /// Rate of the stack-depth sampler in Hz (0 = off).
+    #[arg(long, default_value_t = stackheap::record::session::DEFAULT_STACK_HZ)]
+    pub stack_hz: u32,
     /// Record only; do not write the report.
     #[arg(long)]
     pub no_report: bool,
@@ -97,7 +100,8 @@ pub fn record(args: &RunArgs, capture: bool) -> Result<(RunOutcome, Vec<u8>)> {
     let mut cmd = Command::new(program);
     cmd.args(&args.command[1..])
         .env("STACKHEAP_TRACE", &trace_pattern)
-        .env("STACKHEAP_SAMPLE", args.sample.to_string());
+        .env("STACKHEAP_SAMPLE", args.sample.to_string())
+        .env("STACKHEAP_STACK_HZ", args.stack_hz.to_string());
     if capture {
         cmd.stdout(std::process::Stdio::piped());
     }

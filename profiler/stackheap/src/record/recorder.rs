@@ -293,7 +293,6 @@ struct Start {
 
 extern "C" fn thread_main(arg: *mut libc::c_void) -> *mut libc::c_void {
     Guard::hold_forever();
-    crate::stack::fault::install_panic_hook();
     // SAFETY: `arg` is the Box<Start> leaked by `spawn`, handed to this thread alone.
     let start = unsafe { Box::from_raw(arg as *mut Start) };
     let Start { mut rec, shared } = *start;

@@ -709,12 +709,30 @@ fn hex(s: &[u8]) -> Option<usize> {
 
 static HOOKED: AtomicBool = AtomicBool::new(false);
 
-/// Install the panic hook (once per process): it queues a `Panic` record for the
-/// recorder, then runs the previous hook. Not from inside the allocator.
-pub fn install_panic_hook() {
+/// Install the panic hook from a short-lived thread of its own (once per process):
+/// `take_hook` waits for a panic in progress, which may itself wait for the recorder, so
+/// neither the recorder nor an allocating thread may block on it.
+pub fn spawn_panic_hook_installer() {
     if HOOKED.swap(true, Ordering::AcqRel) {
         return;
     }
+    extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+        crate::alloc::guard::Guard::hold_forever();
+        install_panic_hook();
+        std::ptr::null_mut()
+    }
+    let mut t: libc::pthread_t = 0;
+    // SAFETY: `run` has the pthread start signature; the thread is detached at once.
+    unsafe {
+        if libc::pthread_create(&mut t, std::ptr::null(), run, std::ptr::null_mut()) == 0 {
+            libc::pthread_detach(t);
+        }
+    }
+}
+
+/// The panic hook: it queues a `Panic` record for the recorder, then runs the previous
+/// hook.
+fn install_panic_hook() {
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if crate::record::session::is_active() {
