@@ -210,7 +210,10 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
                 );
                 failures += 1;
             } else {
-                println!("check: {name} died ({:?}) and its report is complete ({pointer})", outcome.status);
+                println!(
+                    "check: {name} died ({:?}) and its report is complete ({pointer})",
+                    outcome.status
+                );
             }
         } else if !outcome.status.success() {
             eprintln!("stackheap: demo {name} failed: {:?}", outcome.status);

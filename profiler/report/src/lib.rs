@@ -320,7 +320,12 @@ fn cross_check(trailer: &Counters, ev: &EventTotals) -> Vec<String> {
     v
 }
 
-fn build(header: &Header, status: &ReadStatus, mut agg: Aggregates, opts: &AnalyzeOptions) -> Analysis {
+fn build(
+    header: &Header,
+    status: &ReadStatus,
+    mut agg: Aggregates,
+    opts: &AnalyzeOptions,
+) -> Analysis {
     let sampled = agg.sample_rate > 1;
     let ev = agg.events;
     let trailer = agg.trailer.map(|(c, _)| c);

@@ -3,9 +3,9 @@
 //! name and a rename, so a half-written file never looks complete.
 
 pub mod flamegraph;
+pub mod folded;
 pub mod stack_flame;
 pub mod stack_json;
-pub mod folded;
 pub mod summary_json;
 pub mod summary_text;
 pub mod timeline;

@@ -38,7 +38,11 @@ pub fn svg(a: &Analysis) -> Result<Vec<u8>, ReportError> {
         a.program.pid
     ));
     let mut out = Vec::new();
-    flamegraph::from_lines(&mut opts, a.stack.folded.iter().map(String::as_str), &mut out)
-        .map_err(|e| ReportError::Render(format!("the stack flamegraph: {e}")))?;
+    flamegraph::from_lines(
+        &mut opts,
+        a.stack.folded.iter().map(String::as_str),
+        &mut out,
+    )
+    .map_err(|e| ReportError::Render(format!("the stack flamegraph: {e}")))?;
     Ok(out)
 }

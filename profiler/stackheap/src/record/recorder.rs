@@ -167,10 +167,9 @@ impl Recorder {
 
     /// A new deepest stack of the slot's thread (from the depth sampler), as a record.
     fn stack_max(&mut self, s: &slots::Slot) {
-        let mut frames = [crate::format::fatal::SizedFrame::default();
-            crate::stack::sampler::DEEPEST_FRAMES];
-        if let Some((depth, time, n)) = crate::stack::sampler::take_deepest(&s.stack, &mut frames)
-        {
+        let mut frames =
+            [crate::format::fatal::SizedFrame::default(); crate::stack::sampler::DEEPEST_FRAMES];
+        if let Some((depth, time, n)) = crate::stack::sampler::take_deepest(&s.stack, &mut frames) {
             let mut body = vec![0u8; 64 + n * 20];
             let mut w = crate::format::varint::SliceWriter::new(&mut body);
             crate::format::fatal::stack_max_body(

@@ -410,8 +410,7 @@ fn register() -> Option<&'static Slot> {
 /// handlers (a `const` thread-local without destructor: a plain TLS load).
 pub fn current_for_signal() -> Option<&'static Slot> {
     let s = CURRENT.with(|c| c.get());
-    if s.is_null()
-        || CURRENT_SESSION.with(|c| c.get()) != session::SESSION.load(Ordering::Relaxed)
+    if s.is_null() || CURRENT_SESSION.with(|c| c.get()) != session::SESSION.load(Ordering::Relaxed)
     {
         return None;
     }

@@ -314,7 +314,11 @@ impl Line {
             let nib = ((v >> (sh * 4)) & 0xf) as u8;
             if nib != 0 || started || sh == 0 {
                 started = true;
-                let c = if nib < 10 { b'0' + nib } else { b'a' + nib - 10 };
+                let c = if nib < 10 {
+                    b'0' + nib
+                } else {
+                    b'a' + nib - 10
+                };
                 if self.len < self.buf.len() - 1 {
                     self.buf[self.len] = c;
                     self.len += 1;
@@ -433,7 +437,10 @@ unsafe fn report(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c
     if overflow {
         // The cycle over the kept frames, then how far it goes on the whole stack.
         let cycle = find_cycle(&work.pcs[..n]).map(|(start, len)| {
-            let bytes: u64 = work.frames[start..start + len].iter().map(|f| f.bytes).sum();
+            let bytes: u64 = work.frames[start..start + len]
+                .iter()
+                .map(|f| f.bytes)
+                .sum();
             let mut matched = 0u64;
             if let Some(b) = bounds {
                 let pat = &work.pcs[start..start + len];
@@ -553,7 +560,11 @@ unsafe fn report(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c
         let mut l = Line::new();
         l.s("fatal signal ").s(signal_name(sig));
         if fault_sig {
-            l.s(" at address ").x(addr as u64).s(" (").s(class::name(class)).s(")");
+            l.s(" at address ")
+                .x(addr as u64)
+                .s(" (")
+                .s(class::name(class))
+                .s(")");
         }
         l.s(" in thread ")
             .n(thread as u64)
@@ -564,12 +575,7 @@ unsafe fn report(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c
             .s(" bytes")
             .emit();
         for f in work.frames[..n.min(16)].iter().enumerate() {
-            Line::new()
-                .s("  #")
-                .n(f.0 as u64)
-                .s(" ")
-                .x(f.1.addr)
-                .emit();
+            Line::new().s("  #").n(f.0 as u64).s(" ").x(f.1.addr).emit();
         }
     }
     if let Some(fd) = fd {
@@ -617,9 +623,18 @@ fn classify(addr: usize, buf: &mut [u8; 4096]) -> u8 {
             exe.len(),
         )
     };
-    let exe = if el > 0 { &exe[..el as usize] } else { &exe[..0] };
+    let exe = if el > 0 {
+        &exe[..el as usize]
+    } else {
+        &exe[..0]
+    };
     // SAFETY: open(2) of a constant path.
-    let fd = unsafe { libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return class::NONE;
     }

@@ -95,11 +95,7 @@ pub fn walk(
     mut f: impl FnMut(usize, u64, u64, usize) -> bool,
 ) -> usize {
     let ok = |fp: usize| fp % 8 == 0 && fp >= low && fp.checked_add(16).is_some_and(|e| e <= high);
-    let first = if ok(fp) && fp >= sp {
-        fp + 16 - sp
-    } else {
-        0
-    };
+    let first = if ok(fp) && fp >= sp { fp + 16 - sp } else { 0 };
     if !f(0, pc as u64, first as u64, fp) {
         return 1;
     }
@@ -221,7 +217,10 @@ extern "C" fn on_sample(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
 
 /// Recorder: if the thread of `st` has a new deepest stack, copy it out (consistent by
 /// the seqlock). Returns (depth, time, frames used).
-pub fn take_deepest(st: &StackState, out: &mut [SizedFrame; DEEPEST_FRAMES]) -> Option<(u64, u64, usize)> {
+pub fn take_deepest(
+    st: &StackState,
+    out: &mut [SizedFrame; DEEPEST_FRAMES],
+) -> Option<(u64, u64, usize)> {
     for _ in 0..4 {
         let g = st.deepest_gen.load(Ordering::Acquire);
         if g & 1 == 1 {
