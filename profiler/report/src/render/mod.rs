@@ -6,6 +6,7 @@ pub mod flamegraph;
 pub mod folded;
 pub mod stack_flame;
 pub mod stack_json;
+pub mod stack_text;
 pub mod summary_json;
 pub mod summary_text;
 pub mod timeline;
