@@ -235,3 +235,33 @@ fn crash_panic_is_not_a_signal() {
     assert_eq!(p["message"], "crash demo: a plain panic", "{p}");
     assert!(p["location"].as_str().unwrap().contains("crash.rs"), "{p}");
 }
+
+#[test]
+fn segments_section() {
+    let (o, dir) = run("segments", "segments", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("local array") && l.contains("stack")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("Vec of --big bytes") && l.contains("anonymous mapping")),
+        "{stdout}"
+    );
+    let s = summary(&dir);
+    let start = &s["segments"]["start"];
+    for k in ["text", "data", "stacks", "shared_libraries"] {
+        assert!(start[k].as_u64().unwrap() > 0, "{k} in {start}");
+    }
+    // The 4 MiB block is mmapped: the anonymous memory grew by at least that much.
+    let peak = &s["segments"]["peak"];
+    assert!(
+        peak["heap_mmap_and_other_anon"].as_u64().unwrap() >= 4 << 20,
+        "{peak}"
+    );
+}

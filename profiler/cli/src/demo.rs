@@ -14,7 +14,7 @@ use crate::run::{record, RunArgs};
 pub struct DemoArgs {
     /// Which demo, or `all`.
     #[arg(default_value = "all", value_parser = [
-        "all", "leak", "churn", "growth", "deep", "stack_overflow", "stack_overflow-thread",
+        "all", "leak", "churn", "growth", "deep", "segments", "stack_overflow", "stack_overflow-thread",
         "stack_overflow-array", "crash-null", "crash-uaf", "crash-double-free", "crash-panic",
     ])]
     pub name: String,
@@ -44,6 +44,11 @@ const DEMOS: &[(&str, &[&str], &str)] = &[
         "deep",
         &["--bytes", "1MiB"],
         "a recursion that goes 1 MiB deep and returns: the stack's high-water mark",
+    ),
+    (
+        "segments",
+        &[],
+        "where a const, a static, a static mut, a local and a Box live",
     ),
     (
         "stack_overflow",

@@ -373,6 +373,7 @@ impl Analyzer {
             Event::Crash(c) => self.seen(c.time_ns),
             Event::Panic(p) => self.seen(p.time_ns),
             Event::StackMax(m) => self.seen(m.time_ns),
+            Event::Segments(s) => self.seen(s.time_ns),
         }
     }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use stackheap::format::fatal::{class, Crash, Overflow, Panic, SizedFrame, StackMax};
 use stackheap::format::Event;
+use stackheap::stack::segments::Segments;
 
 use super::ThreadStats;
 use crate::symbolize::Symbolizer;
@@ -24,6 +25,10 @@ pub struct StackEvents {
     pub deepest: HashMap<u32, StackMax>,
     /// Per thread: deepest depth at an allocation and when.
     pub alloc_max: HashMap<u32, (u64, u64)>,
+    /// The first segments snapshot.
+    pub segments_start: Option<Segments>,
+    /// The snapshot with the most memory mapped (text excluded).
+    pub segments_peak: Option<Segments>,
 }
 
 impl StackEvents {
@@ -33,6 +38,15 @@ impl StackEvents {
             Event::StackOverflow(o) => self.overflows.push(o.clone()),
             Event::Crash(c) => self.crashes.push(c.clone()),
             Event::Panic(p) => self.panics.push(p.clone()),
+            Event::Segments(s) => {
+                if self.segments_start.is_none() {
+                    self.segments_start = Some(*s);
+                }
+                let total = |s: &Segments| s.data + s.bss + s.heap_brk + s.anon + s.stacks + s.libs;
+                if self.segments_peak.is_none_or(|p| total(s) > total(&p)) {
+                    self.segments_peak = Some(*s);
+                }
+            }
             Event::StackMax(m) => {
                 let e = self.deepest.entry(m.thread).or_default();
                 if m.depth >= e.depth {
@@ -175,6 +189,10 @@ pub struct StackReport {
     pub panics: Vec<Panic>,
     /// Folded lines of the stack-bytes flamegraph.
     pub folded: Vec<String>,
+    /// Segment sizes at the start.
+    pub segments_start: Option<Segments>,
+    /// Segment sizes when the most memory was mapped.
+    pub segments_peak: Option<Segments>,
 }
 
 /// Signal name.
@@ -299,6 +317,8 @@ pub fn build(
         });
     }
     out.panics = ev.panics.clone();
+    out.segments_start = ev.segments_start;
+    out.segments_peak = ev.segments_peak;
     for t in threads {
         let id = t.info.thread;
         let mut best = (t.max_depth, 0u64);

@@ -4,6 +4,7 @@
 
 pub mod flamegraph;
 pub mod folded;
+pub mod segments;
 pub mod stack_flame;
 pub mod stack_json;
 pub mod stack_text;

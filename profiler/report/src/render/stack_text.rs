@@ -8,6 +8,7 @@ use crate::Analysis;
 
 /// Append the `stacks` section (and the fatal events, if any) to `o`.
 pub fn render(o: &mut String, a: &Analysis) {
+    super::segments::text(o, a);
     let s = &a.stack;
     if s.threads.is_empty() && s.overflows.is_empty() && s.crashes.is_empty() {
         return;

@@ -101,6 +101,7 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> Value {
             "stack_percent_used": stack_of(a, t.info.thread).map_or(0.0, |s| s.percent_used),
         })).collect::<Vec<_>>(),
         "events": super::stack_json::events(a),
+        "segments": super::segments::json(a),
         "top_sites": a.sites.iter().filter(|s| s.alloc_bytes > 0 || s.alloc_count > 0)
             .take(opts.json_sites).map(site).collect::<Vec<_>>(),
         "leaks": a.leaks().into_iter().take(opts.json_sites).map(site).collect::<Vec<_>>(),

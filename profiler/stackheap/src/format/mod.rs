@@ -36,7 +36,8 @@
 //! | 0x30 | StackOverflow | 0    | see [`fatal::Overflow`]: thread, tid, time, fault addr, depth, limit, prev max, frames walked, cycle, (addr, bytes)… |
 //! | 0x31 | Crash       | 0      | see [`fatal::Crash`]: thread, tid, time, signal, si_code svar, fault addr, class u8, depth, (addr, bytes)… |
 //! | 0x32 | Panic       | 0      | thread, time_ns, thread name str, message str, location str           |
-//! | 0x33 | StackMax    | 0      | thread, time_ns, depth, n, (addr, bytes)…: a new deepest stack (sampler) |
+//! | 0x33 | StackMax    | 0      | thread, time_ns, depth, n, (addr, bytes, count)…: a new deepest stack (sampler) |
+//! | 0x34 | Segments    | 0      | time_ns, text, data, bss, heap_brk, anon, stacks, libs (bytes)        |
 //!
 //! **Ordering.** Every recorded event takes a number from one global sequence. A
 //! `Round` record promises that every event with `seq < watermark` has already been
@@ -97,6 +98,8 @@ pub mod kind {
     pub const PANIC: u8 = 0x32;
     /// A thread's new deepest stack, from the depth sampler.
     pub const STACK_MAX: u8 = 0x33;
+    /// The process's segment sizes from /proc/self/maps.
+    pub const SEGMENTS: u8 = 0x34;
 }
 
 /// Fixed facts about the traced process, written once at the start.
@@ -310,4 +313,6 @@ pub enum Event {
     Panic(fatal::Panic),
     /// A thread's deepest stack so far (depth sampler).
     StackMax(fatal::StackMax),
+    /// Segment sizes of the process.
+    Segments(crate::stack::segments::Segments),
 }

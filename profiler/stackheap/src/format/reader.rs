@@ -373,6 +373,10 @@ impl<R: Read> TraceReader<R> {
                 let m = super::fatal::stack_max_parse(b)?;
                 self.ready.push_back(Event::StackMax(m));
             }
+            kind::SEGMENTS => {
+                let s = crate::stack::segments::Segments::parse(b)?;
+                self.ready.push_back(Event::Segments(s));
+            }
             _ => self.status.skipped_records += 1,
         }
         Ok(())

@@ -75,6 +75,7 @@ impl Recorder {
         crash_flush::TRACE_FD.store(r.file.as_raw_fd(), Ordering::Release);
         NOW_NS.store(0, Ordering::Relaxed);
         r.scan_modules();
+        r.segments();
         r.sample();
         r.flush_globals();
         r.write_out();
@@ -86,6 +87,18 @@ impl Recorder {
 
     fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
+    }
+
+    fn segments(&mut self) {
+        if let Some(s) = crate::stack::segments::snapshot(self.now_ns()) {
+            let mut body = [0u8; 96];
+            let mut w = crate::format::varint::SliceWriter::new(&mut body);
+            s.body(&mut w);
+            let n = w.len();
+            self.globals.push(crate::format::kind::SEGMENTS);
+            self.globals.push(n as u8);
+            self.globals.extend_from_slice(&body[..n]);
+        }
     }
 
     fn scan_modules(&mut self) {
@@ -243,6 +256,7 @@ impl Recorder {
             if now.duration_since(self.last_modules) >= MODULES_EVERY {
                 self.last_modules = now;
                 self.scan_modules();
+                self.segments();
             }
             self.flush_globals();
             self.write_out();
@@ -256,6 +270,7 @@ impl Recorder {
         // Final: everything is drained (writers stopped before `stop` was set).
         self.round();
         self.scan_modules();
+        self.segments();
         self.sample();
         let mut c = counters::snapshot();
         c.time_ns = self.now_ns();

@@ -120,6 +120,14 @@ pub fn map_once() -> bool {
     true
 }
 
+/// Bytes the slot table and the rings map (the profiler's own anonymous memory).
+pub fn mapped_bytes() -> u64 {
+    if SLOTS.load(Ordering::Acquire).is_null() {
+        return 0;
+    }
+    (MAX_SLOTS * std::mem::size_of::<Slot>() + MAX_SLOTS * RING_SIZE) as u64
+}
+
 /// Slot `i` (`i < HWM`).
 pub fn slot(i: usize) -> &'static Slot {
     debug_assert!(i < MAX_SLOTS);

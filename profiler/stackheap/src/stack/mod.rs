@@ -4,6 +4,7 @@
 pub mod bounds;
 pub mod fault;
 pub mod sampler;
+pub mod segments;
 pub mod unwind;
 
 /// The current stack pointer (approximately: the address of a local of this frame).
