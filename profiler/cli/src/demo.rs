@@ -42,7 +42,7 @@ const DEMOS: &[(&str, &[&str], &str)] = &[
     ),
     (
         "deep",
-        &["--bytes", "1MiB"],
+        &["--bytes", "1048576"],
         "a recursion that goes 1 MiB deep and returns: the stack's high-water mark",
     ),
     (

@@ -42,6 +42,7 @@ pub struct Recorder {
     error: Option<io::Error>,
     /// Ring bytes framed into `buf`, consumed only once written: (slot, head, retire).
     drained: Vec<(usize, u64, bool)>,
+    segments: crate::stack::segments::SegmentsReader,
 }
 
 impl Recorder {
@@ -67,6 +68,7 @@ impl Recorder {
             lost_written: 0,
             error: None,
             drained: Vec::with_capacity(64),
+            segments: crate::stack::segments::SegmentsReader::new(),
         };
         crash_flush::START_MONO_NS.store(
             crash_flush::mono_ns().saturating_sub(start.elapsed().as_nanos() as u64),
@@ -90,7 +92,8 @@ impl Recorder {
     }
 
     fn segments(&mut self) {
-        if let Some(s) = crate::stack::segments::snapshot(self.now_ns()) {
+        let now = self.now_ns();
+        if let Some(s) = self.segments.snapshot(now) {
             let mut body = [0u8; 96];
             let mut w = crate::format::varint::SliceWriter::new(&mut body);
             s.body(&mut w);
@@ -183,7 +186,7 @@ impl Recorder {
         let mut frames =
             [crate::format::fatal::SizedFrame::default(); crate::stack::sampler::DEEPEST_FRAMES];
         if let Some((depth, time, n)) = crate::stack::sampler::take_deepest(&s.stack, &mut frames) {
-            let mut body = vec![0u8; 64 + n * 20];
+            let mut body = [0u8; 64 + crate::stack::sampler::DEEPEST_FRAMES * 30];
             let mut w = crate::format::varint::SliceWriter::new(&mut body);
             crate::format::fatal::stack_max_body(
                 &mut w,

@@ -394,7 +394,7 @@ unsafe fn report(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c
         && matches!(sig, libc::SIGSEGV | libc::SIGBUS)
         && bounds.is_some_and(|b| addr < b.low + 4096 && addr + GUARD_SPAN >= b.low);
     let fd = crash_flush::handler_enter();
-    let _leave = LeaveOnDrop;
+    let _leave = LeaveOnDrop(fd.is_some());
     // SAFETY: inside the one-handler section (or, without a trace, REPORTED makes us
     // the only reporter of this process).
     let work = unsafe { &mut *WORK.0.get() };
@@ -587,10 +587,13 @@ unsafe fn report(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c
     }
 }
 
-struct LeaveOnDrop;
+/// Leaves the one-handler section if we entered it.
+struct LeaveOnDrop(bool);
 impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
-        crash_flush::handler_leave();
+        if self.0 {
+            crash_flush::handler_leave();
+        }
     }
 }
 

@@ -110,27 +110,53 @@ impl Segments {
     }
 }
 
-/// Read and classify this process's maps now (allocates: recorder thread only).
-pub fn snapshot(time_ns: u64) -> Option<Segments> {
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let exe = std::fs::read_link("/proc/self/exe")
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut stacks = Vec::new();
-    for i in 0..crate::record::slots::HWM.load(std::sync::atomic::Ordering::Acquire) {
-        let s = crate::record::slots::slot(i);
-        if s.state.load(std::sync::atomic::Ordering::Acquire) == crate::record::slots::FREE {
-            continue;
-        }
-        if let Some(b) = s.stack.bounds() {
-            stacks.push((b.low, b.high));
+/// Reads /proc/self/maps into buffers it keeps, so snapshots after the first do not
+/// allocate (the recorder's own allocations must not grow with the run).
+#[derive(Debug, Default)]
+pub struct SegmentsReader {
+    buf: Vec<u8>,
+    exe: String,
+    stacks: Vec<(usize, usize)>,
+}
+
+impl SegmentsReader {
+    /// A reader for this process (reads the executable's path once).
+    pub fn new() -> Self {
+        SegmentsReader {
+            buf: Vec::with_capacity(64 << 10),
+            exe: std::fs::read_link("/proc/self/exe")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            stacks: Vec::with_capacity(64),
         }
     }
-    let mut s = Segments::classify(&maps, &exe, &stacks);
-    s.time_ns = time_ns;
-    // Not the program's: the profiler's slot table and rings.
-    s.anon = s.anon.saturating_sub(crate::record::slots::mapped_bytes());
-    Some(s)
+
+    /// Read and classify the maps now.
+    pub fn snapshot(&mut self, time_ns: u64) -> Option<Segments> {
+        use std::io::Read;
+        use std::sync::atomic::Ordering;
+        self.buf.clear();
+        std::fs::File::open("/proc/self/maps")
+            .ok()?
+            .read_to_end(&mut self.buf)
+            .ok()?;
+        self.stacks.clear();
+        for i in 0..crate::record::slots::HWM.load(Ordering::Acquire) {
+            let s = crate::record::slots::slot(i);
+            if s.state.load(Ordering::Acquire) == crate::record::slots::FREE {
+                continue;
+            }
+            if let Some(b) = s.stack.bounds() {
+                self.stacks.push((b.low, b.high));
+            }
+        }
+        let maps = std::str::from_utf8(&self.buf).ok()?;
+        let mut s = Segments::classify(maps, &self.exe, &self.stacks);
+        s.time_ns = time_ns;
+        // Not the program's: the profiler's slot table and rings.
+        s.anon = s.anon.saturating_sub(crate::record::slots::mapped_bytes());
+        Some(s)
+    }
 }
 
 #[cfg(test)]
