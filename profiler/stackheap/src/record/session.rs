@@ -250,7 +250,6 @@ pub fn start(cfg: &SessionConfig) -> Result<(), Error> {
     SESSION_PID.store(std::process::id(), Ordering::Release);
     STATE.store(ACTIVE, Ordering::SeqCst);
     crate::stack::fault::install();
-    crate::stack::fault::spawn_panic_hook_installer();
     crate::stack::sampler::start(cfg.stack_hz);
     if !AT_EXIT_REGISTERED.swap(true, Ordering::AcqRel) {
         // SAFETY: registering plain extern "C" fns; atexit and pthread_atfork copy the

@@ -80,10 +80,22 @@ static EARLY_CHECKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32
 /// installs its SIGSEGV handler after its first allocation, which may start the
 /// session) happens before the program's first new allocation site, so this catches
 /// it on the main thread before the program can crash.
+///
+/// It also installs the panic hook, here rather than on the recorder thread: `take_hook`
+/// waits for a panic in progress on another thread, and only a program thread may wait
+/// for that (the panicking thread may be waiting for the recorder). A thread that is
+/// panicking itself never installs it (it could hold the hook lock).
 pub fn early_check() {
     if EARLY_CHECKS.load(Ordering::Relaxed) < 256 {
         EARLY_CHECKS.fetch_add(1, Ordering::Relaxed);
         keep_installed();
+    }
+    if !HOOKED.load(Ordering::Relaxed)
+        && INSTALLED.load(Ordering::Relaxed)
+        && !std::thread::panicking()
+        && !HOOKED.swap(true, Ordering::AcqRel)
+    {
+        install_panic_hook();
     }
 }
 
@@ -726,27 +738,6 @@ fn hex(s: &[u8]) -> Option<usize> {
 }
 
 static HOOKED: AtomicBool = AtomicBool::new(false);
-
-/// Install the panic hook from a short-lived thread of its own (once per process):
-/// `take_hook` waits for a panic in progress, which may itself wait for the recorder, so
-/// neither the recorder nor an allocating thread may block on it.
-pub fn spawn_panic_hook_installer() {
-    if HOOKED.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
-        crate::alloc::guard::Guard::hold_forever();
-        install_panic_hook();
-        std::ptr::null_mut()
-    }
-    let mut t: libc::pthread_t = 0;
-    // SAFETY: `run` has the pthread start signature; the thread is detached at once.
-    unsafe {
-        if libc::pthread_create(&mut t, std::ptr::null(), run, std::ptr::null_mut()) == 0 {
-            libc::pthread_detach(t);
-        }
-    }
-}
 
 /// The panic hook: it queues a `Panic` record for the recorder, then runs the previous
 /// hook.
