@@ -265,3 +265,23 @@ fn segments_section() {
         "{peak}"
     );
 }
+
+#[test]
+fn sampler_off_records_no_deepest_stack() {
+    let out = scratch("deep-nosampler");
+    let o = Command::new(bin("stackheap"))
+        .args(["run", "--stack-hz", "0", "--out"])
+        .arg(&out)
+        .arg("--")
+        .arg(bin("deep"))
+        .args(["--bytes", "262144"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = expected(&o.stdout)["max_stack_bytes"];
+    // The allocation at the deepest level still carries the depth...
+    check_depth(&summary(&out), "deep", want);
+    // ...but without the sampler no stack was walked.
+    let folded = std::fs::read_to_string(out.join("flame-stack.folded")).unwrap();
+    assert!(folded.is_empty(), "{folded}");
+}
