@@ -29,6 +29,18 @@ pub struct StackEvents {
     pub segments_start: Option<Segments>,
     /// The snapshot with the most memory mapped (text excluded).
     pub segments_peak: Option<Segments>,
+    /// Per thread: the high-water mark over time, (time_ns, depth) at each new maximum
+    /// (from allocations and the sampler).
+    pub high_water: HashMap<u32, Vec<(u64, u64)>>,
+}
+
+impl StackEvents {
+    fn raise(&mut self, thread: u32, time_ns: u64, depth: u64) {
+        let v = self.high_water.entry(thread).or_default();
+        if v.last().is_none_or(|&(_, d)| depth > d) {
+            v.push((time_ns, depth));
+        }
+    }
 }
 
 impl StackEvents {
@@ -48,6 +60,7 @@ impl StackEvents {
                 }
             }
             Event::StackMax(m) => {
+                self.raise(m.thread, m.time_ns, m.depth);
                 let e = self.deepest.entry(m.thread).or_default();
                 if m.depth >= e.depth {
                     *e = m.clone();
@@ -65,6 +78,7 @@ impl StackEvents {
                 time_ns,
                 ..
             } => {
+                self.raise(thread, time_ns, depth);
                 let e = self.alloc_max.entry(thread).or_default();
                 if depth > e.0 {
                     *e = (depth, time_ns);
@@ -193,6 +207,8 @@ pub struct StackReport {
     pub segments_start: Option<Segments>,
     /// Segment sizes when the most memory was mapped.
     pub segments_peak: Option<Segments>,
+    /// Per thread: the stack high-water mark over time (time_ns, depth), sorted by time.
+    pub high_water: HashMap<u32, Vec<(u64, u64)>>,
 }
 
 /// Signal name.
@@ -318,6 +334,23 @@ pub fn build(
     }
     out.panics = ev.panics.clone();
     out.segments_start = ev.segments_start;
+    out.high_water = ev.high_water.clone();
+    for v in out.high_water.values_mut() {
+        // StackMax records arrive out of order with the events: keep a staircase.
+        v.sort_unstable();
+        let mut max = 0;
+        v.retain(|&(_, d)| {
+            let keep = d > max;
+            max = max.max(d);
+            keep
+        });
+    }
+    for o in &ev.overflows {
+        out.high_water
+            .entry(o.thread)
+            .or_default()
+            .push((o.time_ns, o.depth));
+    }
     out.segments_peak = ev.segments_peak;
     for t in threads {
         let id = t.info.thread;

@@ -8,6 +8,7 @@ pub mod segments;
 pub mod stack_flame;
 pub mod stack_json;
 pub mod stack_text;
+pub mod stack_timeline;
 pub mod summary_json;
 pub mod summary_text;
 pub mod timeline;
@@ -177,6 +178,8 @@ pub fn write_report(
     if opts.timeline {
         let svg = timeline::render(a);
         written.push(write_atomic(out_dir, "timeline.svg", svg.as_bytes())?);
+        let svg = stack_timeline::render(a);
+        written.push(write_atomic(out_dir, "timeline-stack.svg", svg.as_bytes())?);
     }
     Ok(written)
 }
