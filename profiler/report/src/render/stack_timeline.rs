@@ -27,7 +27,7 @@ pub fn render(a: &Analysis) -> String {
         .iter()
         .filter(|t| a.stack.high_water.contains_key(&t.thread))
         .collect();
-    threads.sort_by(|x, y| y.max_stack_bytes.cmp(&x.max_stack_bytes));
+    threads.sort_by_key(|t| std::cmp::Reverse(t.max_stack_bytes));
     threads.truncate(MAX_THREADS);
     let h = TOP + ROW * threads.len().max(1) as f64 + 20.0;
     let mut o = String::new();
