@@ -13,7 +13,11 @@ use crate::run::{record, RunArgs};
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Which demo, or `all`.
-    #[arg(default_value = "all", value_parser = ["all", "leak", "churn", "growth", "oom"])]
+    #[arg(default_value = "all", value_parser = [
+        "all", "leak", "churn", "growth", "oom", "deep", "segments", "stack_overflow",
+        "stack_overflow-thread", "stack_overflow-array", "crash-null", "crash-uaf",
+        "crash-double-free", "crash-panic",
+    ])]
     pub name: String,
     /// Directory for the reports (one subdirectory a demo).
     #[arg(long, default_value = "stackheap-out/demos")]
@@ -42,7 +46,69 @@ const DEMOS: &[(&str, &[&str], &str)] = &[
         &[],
         "a structure grows until the heap limit (64 MiB): the allocation fails and Rust aborts",
     ),
+    (
+        "deep",
+        &["--bytes", "1048576"],
+        "a recursion that goes 1 MiB deep and returns: the stack's high-water mark",
+    ),
+    (
+        "segments",
+        &[],
+        "where a const, a static, a static mut, a local and a Box live",
+    ),
+    (
+        "stack_overflow",
+        &["recurse", "--frame", "256"],
+        "unbounded recursion: the report names the recursive function and its cycle",
+    ),
+    (
+        "stack_overflow-thread",
+        &["recurse", "--frame", "64", "--thread-stack", "262144"],
+        "the same on a thread with a 256 KiB stack",
+    ),
+    (
+        "stack_overflow-array",
+        &["array", "--kib", "16384"],
+        "a 16 MiB array on an 8 MiB stack",
+    ),
+    (
+        "crash-null",
+        &["null"],
+        "a write through a null pointer: SIGSEGV in the null page",
+    ),
+    (
+        "crash-uaf",
+        &["uaf"],
+        "a write into a freed (unmapped) block: SIGSEGV",
+    ),
+    (
+        "crash-double-free",
+        &["double-free"],
+        "a block freed twice: glibc aborts (SIGABRT)",
+    ),
+    (
+        "crash-panic",
+        &["panic"],
+        "a plain panic: no signal, exit code 101",
+    ),
 ];
+
+/// The binary of a demo entry (`crash-null` runs `crash`).
+fn binary(name: &str) -> &str {
+    name.split('-').next().unwrap_or(name)
+}
+
+/// For a demo that dies on purpose: the `events` list of summary.json its report must
+/// hold (a crashing demo succeeds when its report is complete).
+fn expected_death(name: &str) -> Option<&'static str> {
+    match name {
+        n if n.starts_with("stack_overflow") => Some("/events/stack_overflow"),
+        "crash-panic" => Some("/events/panic"),
+        n if n.starts_with("crash") => Some("/events/crash"),
+        "oom" => Some("/events/oom"),
+        _ => None,
+    }
+}
 
 /// The heap limit a demo runs under (only `oom`, so it is quick and safe).
 const OOM_LIMIT: u64 = 64 << 20;
@@ -101,19 +167,23 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         .iter()
         .filter(|(n, _, _)| args.name == "all" || args.name == *n)
         .collect();
-    ensure_built(&dir, &chosen.iter().map(|(n, _, _)| *n).collect::<Vec<_>>())?;
+    ensure_built(
+        &dir,
+        &chosen.iter().map(|(n, _, _)| binary(n)).collect::<Vec<_>>(),
+    )?;
     let mut failures = 0;
     for (name, demo_args, what) in chosen {
         println!("\n=== demo {name}: {what}");
         let out = args.out.join(name);
         let _ = std::fs::remove_dir_all(&out);
-        let mut command = vec![dir.join(name).to_string_lossy().into_owned()];
+        let mut command = vec![dir.join(binary(name)).to_string_lossy().into_owned()];
         command.extend(demo_args.iter().map(|s| s.to_string()));
         let run = RunArgs {
             trace: None,
             out: out.clone(),
             sample: 1,
             limit: (*name == "oom").then_some(OOM_LIMIT),
+            stack_hz: stackheap::record::session::DEFAULT_STACK_HZ,
             no_report: false,
             command,
         };
@@ -156,10 +226,25 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         }
         println!("report: {}", out.display());
         crate::print_files(&files);
-        // The oom demo is expected to abort: it succeeds when its report shows the OOM.
-        let expected_abort =
-            *name == "oom" && json.pointer("/events/oom").is_some_and(|v| !v.is_null());
-        if !outcome.status.success() && !expected_abort {
+        // A demo that dies on purpose (overflow, crash, panic, OOM abort) succeeds when
+        // its report holds the event.
+        if let Some(pointer) = expected_death(name) {
+            let reported = json
+                .pointer(pointer)
+                .is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()));
+            if outcome.status.success() || !reported {
+                eprintln!(
+                    "stackheap: demo {name} should die and be reported ({pointer}): {:?}, reported: {reported}",
+                    outcome.status
+                );
+                failures += 1;
+            } else {
+                println!(
+                    "check: {name} died ({:?}) and its report is complete ({pointer})",
+                    outcome.status
+                );
+            }
+        } else if !outcome.status.success() {
             eprintln!("stackheap: demo {name} failed: {:?}", outcome.status);
             failures += 1;
         }

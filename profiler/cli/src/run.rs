@@ -24,6 +24,9 @@ pub struct RunArgs {
     /// heap over it fails as a real OOM would, e.g. 256MiB [default: none].
     #[arg(long, value_parser = parse_bytes)]
     pub limit: Option<u64>,
+    /// Rate of the stack-depth sampler in Hz (0 = off).
+    #[arg(long, default_value_t = stackheap::record::session::DEFAULT_STACK_HZ)]
+    pub stack_hz: u32,
     /// Record only; do not write the report.
     #[arg(long)]
     pub no_report: bool,
@@ -101,7 +104,8 @@ pub fn record(args: &RunArgs, capture: bool) -> Result<(RunOutcome, Vec<u8>)> {
     let mut cmd = Command::new(program);
     cmd.args(&args.command[1..])
         .env("STACKHEAP_TRACE", &trace_pattern)
-        .env("STACKHEAP_SAMPLE", args.sample.to_string());
+        .env("STACKHEAP_SAMPLE", args.sample.to_string())
+        .env("STACKHEAP_STACK_HZ", args.stack_hz.to_string());
     if let Some(limit) = args.limit {
         cmd.env("STACKHEAP_LIMIT", limit.to_string());
     }

@@ -255,6 +255,8 @@ pub struct Analysis {
     pub rss_peak_bytes: u64,
     /// Threads in order of appearance.
     pub threads: Vec<ThreadStats>,
+    /// Stack depths per thread, overflows, crashes, panics, the stack flamegraph.
+    pub stack: analyze::stacks::StackReport,
     /// Every site, by allocated bytes (largest first).
     pub sites: Vec<Site>,
     /// Series for the timeline chart.
@@ -390,7 +392,12 @@ fn cross_check(trailer: &Counters, ev: &EventTotals) -> Vec<String> {
     v
 }
 
-fn build(header: &Header, status: &ReadStatus, agg: Aggregates, opts: &AnalyzeOptions) -> Analysis {
+fn build(
+    header: &Header,
+    status: &ReadStatus,
+    mut agg: Aggregates,
+    opts: &AnalyzeOptions,
+) -> Analysis {
     let sampled = agg.sample_rate > 1;
     let ev = agg.events;
     let trailer = agg.trailer.map(|(c, _)| c);
@@ -469,6 +476,8 @@ fn build(header: &Header, status: &ReadStatus, agg: Aggregates, opts: &AnalyzeOp
     let mut sym = opts
         .symbolize
         .then(|| symbolize::Symbolizer::new(&agg.modules));
+    let stack_events = std::mem::take(&mut agg.stack_events);
+    let stack = analyze::stacks::build(stack_events, &agg.threads, sym.as_mut());
     let mut sites: Vec<Site> = agg
         .sites
         .iter()
@@ -589,6 +598,7 @@ fn build(header: &Header, status: &ReadStatus, agg: Aggregates, opts: &AnalyzeOp
         duration_ns,
         rss_peak_bytes: agg.rss_peak,
         threads: agg.threads,
+        stack,
         sites,
         timeline: Timeline {
             heap: if agg.heap_series.samples() == 0 {

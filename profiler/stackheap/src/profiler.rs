@@ -42,6 +42,7 @@ pub struct ProfilerBuilder {
     sample_rate: u64,
     unwinder: Option<Unwinder>,
     limit: u64,
+    stack_hz: u32,
 }
 
 impl Default for ProfilerBuilder {
@@ -51,6 +52,7 @@ impl Default for ProfilerBuilder {
             sample_rate: 1,
             unwinder: None,
             limit: 0,
+            stack_hz: session::DEFAULT_STACK_HZ,
         }
     }
 }
@@ -84,6 +86,12 @@ impl ProfilerBuilder {
         self
     }
 
+    /// Rate of the stack-depth sampler in Hz (default 250; 0 = off).
+    pub fn stack_hz(mut self, hz: u32) -> Self {
+        self.stack_hz = hz;
+        self
+    }
+
     /// Start profiling. Fails if a session runs, the file cannot be created, or
     /// `StackHeap` is not the global allocator.
     pub fn start(self) -> Result<Profiler, Error> {
@@ -92,12 +100,14 @@ impl ProfilerBuilder {
             sample_rate,
             unwinder,
             limit,
+            stack_hz,
         } = self;
         let cfg = SessionConfig {
             trace_path: session::expand_path(&trace_path.to_string_lossy()),
             sample_rate,
             unwinder,
             limit,
+            stack_hz,
         };
         // Everything allocated before the session must outlive it or be freed now: a
         // free of an older block during the session would lower the live counters.

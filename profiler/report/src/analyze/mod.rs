@@ -14,6 +14,7 @@ pub mod peak;
 pub mod sites;
 pub mod snapshots;
 pub mod spans;
+pub mod stacks;
 pub mod temporary;
 pub mod timeline;
 
@@ -205,6 +206,8 @@ pub struct Aggregates {
     pub temporary: temporary::TemporaryTracker,
     /// Allocations by tracing span path.
     pub spans: spans::SpanTracker,
+    /// Stack depths, overflows, crashes and panics.
+    pub stack_events: stacks::StackEvents,
 }
 
 /// Feeds events to every aggregator in one pass.
@@ -326,6 +329,7 @@ impl Analyzer {
 
     /// Feed one event.
     pub fn event(&mut self, e: &Event) {
+        self.agg.stack_events.event(e);
         match e {
             Event::Thread(info) => {
                 self.seen(info.time_ns);
@@ -488,6 +492,11 @@ impl Analyzer {
                 }
                 self.agg.trailer = Some((*counters, *lost));
             }
+            Event::StackOverflow(o) => self.seen(o.time_ns),
+            Event::Crash(c) => self.seen(c.time_ns),
+            Event::Panic(p) => self.seen(p.time_ns),
+            Event::StackMax(m) => self.seen(m.time_ns),
+            Event::Segments(s) => self.seen(s.time_ns),
         }
     }
 

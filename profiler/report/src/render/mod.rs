@@ -10,6 +10,11 @@ pub mod growth;
 pub mod html;
 pub mod oom;
 pub mod pprof;
+pub mod segments;
+pub mod stack_flame;
+pub mod stack_json;
+pub mod stack_text;
+pub mod stack_timeline;
 pub mod summary_json;
 pub mod summary_text;
 pub mod timeline;
@@ -165,6 +170,17 @@ pub fn write_report(
             render_flamegraph(a, kind, false, &mut svg)?;
             written.push(write_atomic(out_dir, &format!("flame-{kind}.svg"), &svg)?);
         }
+        let folded = stack_flame::folded(a);
+        written.push(write_atomic(
+            out_dir,
+            "flame-stack.folded",
+            folded.as_bytes(),
+        )?);
+        written.push(write_atomic(
+            out_dir,
+            "flame-stack.svg",
+            &stack_flame::svg(a)?,
+        )?);
     }
     if opts.flamegraphs {
         let live = crate::select::LiveAt {
@@ -225,6 +241,8 @@ pub fn write_report(
         written.push(write_atomic(out_dir, "timeline.svg", svg.as_bytes())?);
         let svg = growth::render(a);
         written.push(write_atomic(out_dir, "growth.svg", svg.as_bytes())?);
+        let svg = stack_timeline::render(a);
+        written.push(write_atomic(out_dir, "timeline-stack.svg", svg.as_bytes())?);
     }
     let page = html::render(a)?;
     written.push(write_atomic(out_dir, "report.html", page.as_bytes())?);

@@ -11,6 +11,10 @@ pub fn summary_json(a: &Analysis) -> Value {
     render(a, &RenderOptions::default())
 }
 
+fn stack_of(a: &Analysis, thread: u32) -> Option<&crate::analyze::stacks::ThreadStack> {
+    a.stack.threads.iter().find(|s| s.thread == thread)
+}
+
 fn site(s: &Site) -> Value {
     json!({
         "stack_id": s.stack,
@@ -46,6 +50,9 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> Value {
             "failed_allocs": c.failed_allocs,
         })
     };
+    // Both issues' events under one key: stack overflows, crashes and panics, and the OOM.
+    let mut events = super::stack_json::events(a);
+    events["oom"] = super::oom::json(a);
     json!({
         "program": {
             "pid": a.program.pid,
@@ -91,7 +98,13 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> Value {
             "end_ns": t.end_ns,
             "allocs": t.allocs,
             "max_stack_depth": t.max_depth,
+            "stack_limit_bytes": t.info.stack_size,
+            "max_stack_bytes": stack_of(a, t.info.thread).map_or(t.max_depth, |s| s.max_stack_bytes),
+            "max_stack_time_ns": stack_of(a, t.info.thread).map_or(0, |s| s.max_stack_time_ns),
+            "stack_percent_used": stack_of(a, t.info.thread).map_or(0.0, |s| s.percent_used),
         })).collect::<Vec<_>>(),
+        "events": events,
+        "segments": super::segments::json(a),
         "top_sites": a.sites.iter().filter(|s| s.alloc_bytes > 0 || s.alloc_count > 0)
             .take(opts.json_sites).map(site).collect::<Vec<_>>(),
         "leaks": a.leaks().into_iter().take(opts.json_sites).map(site).collect::<Vec<_>>(),
@@ -108,7 +121,6 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> Value {
             "time_ns": m.time_ns,
             "live_bytes": m.live_bytes,
         })).collect::<Vec<_>>(),
-        "events": { "oom": super::oom::json(a) },
         "spans": a.spans.iter().map(|(p, b, n)| json!({
             "path": p,
             "alloc_bytes": b,

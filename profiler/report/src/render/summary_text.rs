@@ -114,6 +114,8 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> String {
         let _ = writeln!(o, "  peak RSS:    {}", fmt_bytes(a.rss_peak_bytes));
     }
 
+    super::stack_text::render(&mut o, a);
+
     let _ = writeln!(o, "\ntrace");
     match a.trace.truncated_at {
         Some(n) => {

@@ -122,6 +122,7 @@ pub(crate) fn stack_id(slot: &Slot, owner: &mut Owner) -> u64 {
 #[cold]
 #[inline(never)]
 fn define_stack(slot: &Slot, owner: &mut Owner, h: u64, mut i: usize, frames: &[u64]) -> u64 {
+    crate::stack::fault::early_check();
     if owner.table_used >= STACK_TABLE * 3 / 4 || owner.table[i].0 != 0 {
         owner.table.iter_mut().for_each(|e| *e = (0, 0));
         owner.table_used = 0;

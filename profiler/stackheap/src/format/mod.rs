@@ -40,6 +40,11 @@
 //! | 0x23 | Counters    | 0      | see [`Counters`], in field order                                      |
 //! | 0x24 | Lost        | 0      | count (events that could not be recorded)                             |
 //! | 0x25 | Trailer     | 0      | [`Counters`] fields, then lost; written once at a clean stop          |
+//! | 0x30 | StackOverflow | 0    | see [`fatal::Overflow`]: thread, tid, time, fault addr, depth, limit, prev max, frames walked, cycle, (addr, bytes)… |
+//! | 0x31 | Crash       | 0      | see [`fatal::Crash`]: thread, tid, time, signal, si_code svar, fault addr, class u8, depth, (addr, bytes)… |
+//! | 0x32 | Panic       | 0      | thread, time_ns, thread name str, message str, location str           |
+//! | 0x33 | StackMax    | 0      | thread, time_ns, depth, n, (addr, bytes, count)…: a new deepest stack (sampler) |
+//! | 0x34 | Segments    | 0      | time_ns, text, data, bss, heap_brk, anon, stacks, libs (bytes)        |
 //!
 //! **Ordering.** Every recorded event takes a number from one global sequence. A
 //! `Round` record promises that every event with `seq < watermark` has already been
@@ -54,6 +59,7 @@
 //! Stack id 0 means "no stack" (an allocation the sampler did not pick).
 
 pub mod encode;
+pub mod fatal;
 pub mod reader;
 pub mod varint;
 pub mod writer;
@@ -102,6 +108,16 @@ pub mod kind {
     pub const LOST: u8 = 0x24;
     /// Final totals, written at a clean stop.
     pub const TRAILER: u8 = 0x25;
+    /// A stack overflow (written by the fault handler).
+    pub const STACK_OVERFLOW: u8 = 0x30;
+    /// A fatal signal (written by the fault handler).
+    pub const CRASH: u8 = 0x31;
+    /// A panic (written by the panic hook).
+    pub const PANIC: u8 = 0x32;
+    /// A thread's new deepest stack, from the depth sampler.
+    pub const STACK_MAX: u8 = 0x33;
+    /// The process's segment sizes from /proc/self/maps.
+    pub const SEGMENTS: u8 = 0x34;
 }
 
 /// Fixed facts about the traced process, written once at the start.
@@ -370,4 +386,14 @@ pub enum Event {
         /// Span id.
         span: u64,
     },
+    /// A stack overflow (the process dies right after).
+    StackOverflow(fatal::Overflow),
+    /// A fatal signal.
+    Crash(fatal::Crash),
+    /// A panic.
+    Panic(fatal::Panic),
+    /// A thread's deepest stack so far (depth sampler).
+    StackMax(fatal::StackMax),
+    /// Segment sizes of the process.
+    Segments(crate::stack::segments::Segments),
 }

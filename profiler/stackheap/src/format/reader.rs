@@ -374,6 +374,26 @@ impl<R: Read> TraceReader<R> {
                 self.status.has_trailer = true;
                 self.trailer = Some(Event::Trailer { counters, lost });
             }
+            kind::STACK_OVERFLOW => {
+                let o = super::fatal::overflow_parse(b)?;
+                self.ready.push_back(Event::StackOverflow(o));
+            }
+            kind::CRASH => {
+                let c = super::fatal::crash_parse(b)?;
+                self.ready.push_back(Event::Crash(c));
+            }
+            kind::PANIC => {
+                let p = super::fatal::panic_parse(b)?;
+                self.ready.push_back(Event::Panic(p));
+            }
+            kind::STACK_MAX => {
+                let m = super::fatal::stack_max_parse(b)?;
+                self.ready.push_back(Event::StackMax(m));
+            }
+            kind::SEGMENTS => {
+                let s = crate::stack::segments::Segments::parse(b)?;
+                self.ready.push_back(Event::Segments(s));
+            }
             _ => self.status.skipped_records += 1,
         }
         Ok(())

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use crate::alloc::guard::Guard;
 use crate::format::encode::global;
 use crate::format::writer::{frame_chunk, frame_chunk_compressed, write_header, Compressor};
 use crate::format::{Header, Module};
-use crate::record::{modules, slots};
+use crate::record::{crash_flush, modules, slots};
 
 /// How long the recorder sleeps between rounds when there is little to do.
 const ROUND_SLEEP: Duration = Duration::from_millis(1);
@@ -40,6 +41,9 @@ pub struct Recorder {
     lost_written: u64,
     error: Option<io::Error>,
     compressor: Compressor,
+    /// Ring bytes framed into `buf`, consumed only once written: (slot, head, retire).
+    drained: Vec<(usize, u64, bool)>,
+    segments: crate::stack::segments::SegmentsReader,
 }
 
 impl Recorder {
@@ -65,9 +69,17 @@ impl Recorder {
             lost_written: 0,
             error: None,
             compressor: Compressor::default(),
+            drained: Vec::with_capacity(64),
+            segments: crate::stack::segments::SegmentsReader::new(),
         };
+        crash_flush::START_MONO_NS.store(
+            crash_flush::mono_ns().saturating_sub(start.elapsed().as_nanos() as u64),
+            Ordering::Relaxed,
+        );
+        crash_flush::TRACE_FD.store(r.file.as_raw_fd(), Ordering::Release);
         NOW_NS.store(0, Ordering::Relaxed);
         r.scan_modules();
+        r.segments();
         r.sample();
         r.flush_globals();
         r.write_out();
@@ -79,6 +91,19 @@ impl Recorder {
 
     fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
+    }
+
+    fn segments(&mut self) {
+        let now = self.now_ns();
+        if let Some(s) = self.segments.snapshot(now) {
+            let mut body = [0u8; 96];
+            let mut w = crate::format::varint::SliceWriter::new(&mut body);
+            s.body(&mut w);
+            let n = w.len();
+            self.globals.push(crate::format::kind::SEGMENTS);
+            self.globals.push(n as u8);
+            self.globals.extend_from_slice(&body[..n]);
+        }
     }
 
     fn scan_modules(&mut self) {
@@ -148,22 +173,47 @@ impl Recorder {
                     &parts,
                     &mut self.compressor,
                 );
-                s.consume(head);
                 drained += n;
             }
-            if state == slots::RETIRED
+            let retire = state == slots::RETIRED
                 && s.in_flight.load(Ordering::Acquire) == slots::NONE
-                && s.head.load(Ordering::Acquire) == head
-            {
-                s.totals.fold_into(&counters::SHARED);
-                s.state.store(slots::FREE, Ordering::Release);
+                && s.head.load(Ordering::Acquire) == head;
+            if n > 0 || retire {
+                // Consumed (and freed) once on disk: see `write_out`.
+                self.drained.push((i, head, retire));
             }
+            self.stack_max(s);
         }
         global::round(&mut self.globals, t, seq, watermark);
         drained
     }
 
+    /// A new deepest stack of the slot's thread (from the depth sampler), as a record.
+    fn stack_max(&mut self, s: &slots::Slot) {
+        let mut frames =
+            [crate::format::fatal::SizedFrame::default(); crate::stack::sampler::DEEPEST_FRAMES];
+        if let Some((depth, time, n)) = crate::stack::sampler::take_deepest(&s.stack, &mut frames) {
+            let mut body = [0u8; 64 + crate::stack::sampler::DEEPEST_FRAMES * 30];
+            let mut w = crate::format::varint::SliceWriter::new(&mut body);
+            crate::format::fatal::stack_max_body(
+                &mut w,
+                s.thread.load(Ordering::Acquire),
+                time,
+                depth,
+                &frames[..n],
+            );
+            let bl = w.len();
+            let mut hdr = [0u8; 11];
+            let mut h = crate::format::varint::SliceWriter::new(&mut hdr);
+            h.u8(crate::format::kind::STACK_MAX);
+            h.uvar(bl as u64);
+            self.globals.extend_from_slice(h.as_slice());
+            self.globals.extend_from_slice(&body[..bl]);
+        }
+    }
+
     fn flush_globals(&mut self) {
+        crash_flush::take_pending(&mut self.globals);
         if !self.globals.is_empty() {
             frame_chunk(&mut self.buf, 0, &[&self.globals]);
             self.globals.clear();
@@ -171,7 +221,13 @@ impl Recorder {
     }
 
     fn write_out(&mut self) {
-        if self.buf.is_empty() {
+        if self.buf.is_empty() && self.drained.is_empty() {
+            return;
+        }
+        if !crash_flush::recorder_begin() {
+            // A fault handler owns the trace and writes the rings itself.
+            self.buf.clear();
+            self.drained.clear();
             return;
         }
         if self.error.is_none() {
@@ -181,12 +237,27 @@ impl Recorder {
         }
         // After a write error the data is dropped, but the program keeps running.
         self.buf.clear();
+        for (i, head, retire) in self.drained.drain(..) {
+            let s = slots::slot(i);
+            s.consume(head);
+            if retire {
+                s.totals.fold_into(&counters::SHARED);
+                s.state.store(slots::FREE, Ordering::Release);
+            }
+        }
+        crash_flush::recorder_end();
     }
 
     fn run(&mut self, stop: &AtomicBool) {
+        let mut rounds = 0u32;
         loop {
             let stopping = stop.load(Ordering::Acquire);
             let drained = self.round();
+            // The program's runtime may install signal handlers over ours at its start.
+            rounds = rounds.saturating_add(1);
+            if rounds < 2000 || rounds % 100 == 0 {
+                crate::stack::fault::keep_installed();
+            }
             let now = Instant::now();
             if now.duration_since(self.last_sample) >= SAMPLE_EVERY {
                 self.last_sample = now;
@@ -195,6 +266,7 @@ impl Recorder {
             if now.duration_since(self.last_modules) >= MODULES_EVERY {
                 self.last_modules = now;
                 self.scan_modules();
+                self.segments();
             }
             self.flush_globals();
             self.write_out();
@@ -209,6 +281,7 @@ impl Recorder {
         // Final: everything is drained (writers stopped before `stop` was set).
         self.round();
         self.scan_modules();
+        self.segments();
         self.sample();
         let mut c = counters::snapshot();
         c.time_ns = self.now_ns();
@@ -219,6 +292,10 @@ impl Recorder {
             if let Err(e) = self.file.flush() {
                 self.error = Some(e);
             }
+        }
+        if crash_flush::recorder_begin() {
+            crash_flush::TRACE_FD.store(-1, Ordering::Release);
+            crash_flush::recorder_end();
         }
     }
 }

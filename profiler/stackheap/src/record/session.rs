@@ -67,7 +67,12 @@ pub struct SessionConfig {
     pub unwinder: Option<Unwinder>,
     /// Heap limit in bytes (simulated out-of-memory); 0 = none.
     pub limit: u64,
+    /// Stack-depth sampler rate in Hz (0 = off).
+    pub stack_hz: u32,
 }
+
+/// Default rate of the stack-depth sampler, Hz.
+pub const DEFAULT_STACK_HZ: u32 = 250;
 
 fn getenv(name: &CStr) -> Option<String> {
     // SAFETY: getenv reads the environment; the returned pointer is valid until the
@@ -152,11 +157,23 @@ pub fn init_from_env() {
             }
         },
     };
+    let stack_hz = match getenv(c"STACKHEAP_STACK_HZ") {
+        None => DEFAULT_STACK_HZ,
+        Some(s) => match s.trim().parse::<u32>() {
+            Ok(n) => n.min(100_000),
+            Err(_) => {
+                say(&format!("invalid STACKHEAP_STACK_HZ={s:?} (want a number of Hz, 0 = off); profiling is off"));
+                STATE.store(idle_state(), Ordering::Release);
+                return;
+            }
+        },
+    };
     let cfg = SessionConfig {
         trace_path: expand_path(&path),
         sample_rate,
         unwinder,
         limit,
+        stack_hz,
     };
     STATE.store(idle_state(), Ordering::Release);
     if let Err(e) = start(&cfg) {
@@ -218,7 +235,7 @@ pub fn start(cfg: &SessionConfig) -> Result<(), Error> {
             .unwrap_or(0),
         page_size,
         sample_rate: cfg.sample_rate,
-        stack_hz: 0,
+        stack_hz: cfg.stack_hz,
         flags: if unwinder == Unwinder::FramePointers {
             format::flags::FRAME_POINTERS
         } else {
@@ -252,6 +269,8 @@ pub fn start(cfg: &SessionConfig) -> Result<(), Error> {
     *running = Some(Running { recorder: handle });
     SESSION_PID.store(std::process::id(), Ordering::Release);
     STATE.store(ACTIVE, Ordering::SeqCst);
+    crate::stack::fault::install();
+    crate::stack::sampler::start(cfg.stack_hz);
     if !AT_EXIT_REGISTERED.swap(true, Ordering::AcqRel) {
         // SAFETY: registering plain extern "C" fns; atexit and pthread_atfork copy the
         // pointers.
@@ -280,6 +299,7 @@ pub fn stop() -> Result<(), Error> {
         std::mem::forget(run);
         return Err(Error::NotRunning);
     }
+    crate::stack::sampler::stop();
     STATE.store(STOPPING, Ordering::SeqCst);
     // Pairs with the RMW in `Slot::begin`: a thread that took its number before this
     // is seen in `in_flight` below; one after it sees STOPPING.

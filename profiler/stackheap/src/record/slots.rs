@@ -81,6 +81,9 @@ pub struct Slot {
     ring: AtomicPtr<u8>,
     _pad3: [u8; 24],
     owner: UnsafeCell<Owner>,
+    /// Stack bounds, depth high-water mark and deepest frames, shared with the signal
+    /// handlers (see [`crate::stack::sampler`]).
+    pub stack: crate::stack::sampler::StackState,
 }
 
 fn map(bytes: usize) -> *mut u8 {
@@ -115,6 +118,14 @@ pub fn map_once() -> bool {
     RINGS.store(rings, Ordering::Release);
     SLOTS.store(slots.cast(), Ordering::Release);
     true
+}
+
+/// Bytes the slot table and the rings map (the profiler's own anonymous memory).
+pub fn mapped_bytes() -> u64 {
+    if SLOTS.load(Ordering::Acquire).is_null() {
+        return 0;
+    }
+    (MAX_SLOTS * std::mem::size_of::<Slot>() + MAX_SLOTS * RING_SIZE) as u64
 }
 
 /// Slot `i` (`i < HWM`).
@@ -325,6 +336,8 @@ impl Drop for ExitHook {
         }
         // SAFETY: CURRENT points into the slot table, which lives for the process.
         let s = unsafe { &*s };
+        s.stack.stop_sampling();
+        crate::stack::fault::release_altstack(&s.stack);
         crate::alloc::hooks::write_thread_end(s);
         s.state.store(RETIRED, Ordering::Release);
     }
@@ -384,13 +397,33 @@ fn register() -> Option<&'static Slot> {
     s.thread.store(thread, Ordering::Release);
     CURRENT.with(|c| c.set(s));
     CURRENT_SESSION.with(|c| c.set(session::SESSION.load(Ordering::Relaxed)));
+    let tid = crate::stack::bounds::os_tid();
+    s.stack.init(bounds.low, bounds.high, tid);
     if !EXITED.with(|e| e.get()) {
         // Touching the hook registers its destructor (may allocate: guard held).
-        let _ = EXIT_HOOK.try_with(|_| ());
+        // Only a thread whose hook will run (and stop the sampler) is sampled.
+        if EXIT_HOOK.try_with(|_| ()).is_ok() {
+            s.stack.sampled.store(true, Ordering::SeqCst);
+        }
     }
+    crate::stack::fault::ensure_altstack(&s.stack);
+    // The runtime may have put its own handlers over ours since (std does at start).
+    crate::stack::fault::keep_installed();
     crate::alloc::counters::thread_registered(s);
     crate::alloc::hooks::write_thread_start(s, bounds);
     Some(s)
+}
+
+/// The calling thread's slot of the current session without registering; for signal
+/// handlers (a `const` thread-local without destructor: a plain TLS load).
+pub fn current_for_signal() -> Option<&'static Slot> {
+    let s = CURRENT.with(|c| c.get());
+    if s.is_null() || CURRENT_SESSION.with(|c| c.get()) != session::SESSION.load(Ordering::Relaxed)
+    {
+        return None;
+    }
+    // SAFETY: CURRENT points into the slot table, which lives for the process.
+    Some(unsafe { &*s })
 }
 
 /// Thread index of the calling thread's slot (0 if none).

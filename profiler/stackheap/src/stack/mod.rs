@@ -2,6 +2,9 @@
 //! capture of the call stack as raw return addresses (hot path).
 
 pub mod bounds;
+pub mod fault;
+pub mod sampler;
+pub mod segments;
 pub mod unwind;
 
 /// The current stack pointer (approximately: the address of a local of this frame).
