@@ -174,6 +174,50 @@ fn report_html_in_chromium() {
     );
 }
 
+/// The stack view of report.html: the `deep` demo's deepest stack, widths in stack
+/// bytes, drawn through its recursive function.
+#[test]
+fn report_html_stack_tab() {
+    let Some(chromium) = chromium() else {
+        return skip("report_html_stack_tab", "chromium is not installed");
+    };
+    let out = scratch("formats-deep");
+    let o = Command::new(bin("stackheap"))
+        .args(["run", "--stack-hz", "1000", "--out"])
+        .arg(&out)
+        .arg("--")
+        .arg(bin("deep"))
+        .args(["--bytes", "524288"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let harnessed = page.replacen("<head>", &format!("<head>{HTML_HARNESS}"), 1);
+    let test_page = out.join("test.html");
+    std::fs::write(&test_page, harnessed).unwrap();
+    let (dom, stderr) = dump_dom(&chromium, &test_page, &out.join("profile"));
+    let r = harness_output(&dom);
+    assert_eq!(
+        r["errors"],
+        serde_json::json!([]),
+        "page errors; chromium said: {stderr}"
+    );
+    let t = &r["tabs"]["stack"];
+    assert!(
+        t["view"].as_str().is_some_and(|v| v == "stack"),
+        "no stack tab: {}",
+        r["tabs"]
+    );
+    assert!(
+        t["rects"].as_u64().unwrap() >= 3,
+        "the stack view drew nothing: {t}"
+    );
+    assert!(
+        page.contains("deep::descend"),
+        "the recursion is in the page's frame table"
+    );
+}
+
 #[test]
 fn dhat_json_opens_in_dh_view() {
     let viewer = Path::new("/usr/libexec/valgrind");

@@ -288,6 +288,60 @@ fn data(a: &Analysis) -> Value {
         let v = per_site(&|id| oom.held.sites.get(&id).map_or(0, |&(b, _)| b));
         kinds.push(json!({"id": "oom", "title": "held at out-of-memory", "unit": format!("bytes{unit}"), "v": v}));
     }
+    // Views whose stacks are not allocation sites come as folded lines (root first):
+    // the deepest thread stacks by stack bytes, and allocations by tracing span.
+    let mut folded_kind = |id: &str, title: &str, unit: &str, text: &str| {
+        let mut own_stacks: Vec<Vec<usize>> = Vec::new();
+        let mut values: Vec<u64> = Vec::new();
+        for line in text.lines() {
+            let Some((path, n)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(n) = n.trim().parse::<u64>() else {
+                continue;
+            };
+            let st = path
+                .split(';')
+                .rev()
+                .map(|f| {
+                    *index.entry(f.to_string()).or_insert_with(|| {
+                        frames.push(f.to_string());
+                        frames.len() - 1
+                    })
+                })
+                .collect();
+            own_stacks.push(st);
+            values.push(n);
+        }
+        if values.iter().any(|&v| v > 0) {
+            kinds.push(
+                json!({"id": id, "title": title, "unit": unit, "v": values, "stacks": own_stacks}),
+            );
+        }
+    };
+    folded_kind(
+        "stack",
+        "stack bytes (deepest stacks)",
+        "bytes of stack",
+        &super::stack_flame::folded(a),
+    );
+    if !a.spans.is_empty() {
+        let mut lines: Vec<String> = a
+            .spans
+            .iter()
+            .filter(|s| s.1 > 0)
+            .map(|(p, b, _)| format!("{p} {b}"))
+            .collect();
+        if a.outside_spans.0 > 0 {
+            lines.push(format!("[no span] {}", a.outside_spans.0));
+        }
+        folded_kind(
+            "spans",
+            "by tracing span",
+            &format!("bytes{unit}"),
+            &lines.join("\n"),
+        );
+    }
     json!({
         "frames": frames,
         "stacks": stacks,
@@ -425,11 +479,11 @@ const JS: &str = r##"
     return (i ? x.toFixed(x >= 100 ? 0 : x >= 10 ? 1 : 2) : x) + " " + u[i] + (unit.length > 5 ? unit.slice(5) : "");
   }
   // Values per site -> tree, root first (stacks are innermost first).
-  function tree(values) {
+  function tree(values, stacks) {
     const root = { name: "all", v: 0, kids: new Map() };
     values.forEach(function (v, i) {
       if (!v) return;
-      root.v += v; let n = root; const st = D.stacks[i];
+      root.v += v; let n = root; const st = stacks[i];
       for (let j = st.length - 1; j >= 0; j--) {
         const f = D.frames[st[j]]; let k = n.kids.get(f);
         if (!k) { k = { name: f, v: 0, kids: new Map() }; n.kids.set(f, k); }
@@ -443,8 +497,8 @@ const JS: &str = r##"
     let h = 0; for (let i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) >>> 0;
     return "hsl(" + (h % 60) + "," + (55 + h % 30) + "%," + (60 + (h >> 8) % 15) + "%)";
   }
-  function draw(values, unit, label) {
-    const full = tree(values);
+  function draw(values, unit, label, stacks) {
+    const full = tree(values, stacks || D.stacks);
     let root = full;
     if (zoom) { const path = zoom; for (const p of path) { const k = root.kids.get(p); if (!k) { root = full; zoom = null; break; } root = k; } }
     box.textContent = "";
@@ -499,7 +553,7 @@ const JS: &str = r##"
       const k = D.kinds.find(function (k) { return k.id === v.id; });
       titleEl.textContent = k.title + ", by call stack (" + k.unit + ")";
       box.dataset.view = k.id;
-      draw(k.v, k.unit, k.title);
+      draw(k.v, k.unit, k.title, k.stacks);
       if (cursor) cursor.setAttribute("visibility", "hidden");
     }
   }
