@@ -84,9 +84,7 @@ pub fn insert(ptr: *mut u8, size: usize) -> bool {
     for _ in 0..MAX_PROBE {
         let e = &t[i];
         let k = e.key.load(Relaxed);
-        if (k == EMPTY || k == RETIRED)
-            && e.key.compare_exchange(k, key, AcqRel, Relaxed).is_ok()
-        {
+        if (k == EMPTY || k == RETIRED) && e.key.compare_exchange(k, key, AcqRel, Relaxed).is_ok() {
             e.size.store(size, Release);
             return true;
         }
