@@ -201,7 +201,7 @@ fn on_free(p: *mut c_void) {
 /// Requested bytes of `n` elements of `size` (saturating: an overflow is a failure).
 #[inline(always)]
 fn product(n: usize, size: usize) -> usize {
-    n.checked_mul(size).unwrap_or(usize::MAX)
+    n.saturating_mul(size)
 }
 
 // ---------------------------------------------------------------------------------
