@@ -8,13 +8,16 @@
 
 static long per = 1000000;
 
+struct result;
+static struct result *results;
+
 struct result {
     unsigned long allocs, frees, bytes, leaked_bytes, leaked_blocks;
 };
 
 static void *work(void *arg) {
     struct result *r = arg;
-    unsigned seed = (unsigned)(r - (struct result *)0);
+    unsigned seed = 1u + (unsigned)(r - results); /* the thread's index */
     for (long i = 0; i < per; i++) {
         seed = seed * 1103515245u + 12345u;
         size_t n = 16 + (seed >> 16) % 1024;
@@ -57,7 +60,8 @@ int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 8;
     if (argc > 2) per = atol(argv[2]);
     pthread_t t[64];
-    struct result r[64] = {{0}};
+    static struct result r[64];
+    results = r;
     if (threads < 1 || threads > 64) { fprintf(stderr, "1..64 threads\n"); return 2; }
     /* Give stdout a static buffer: no allocation of libc's own in the figures. */
     static char buf[4096];

@@ -313,3 +313,26 @@ fn python_agrees_with_heaptrack() {
         "peak {peak} vs heaptrack {ht_peak}"
     );
 }
+
+#[test]
+fn a_thread_that_never_allocates_is_seen_by_the_stack_sampler() {
+    let dir = scratch("preload-deep-thread");
+    let prog = cc("deep_thread", &dir, &["-O0"]);
+    let (want, stdout, _) = profile(&dir.join("out"), &prog, &[]);
+    let min = want
+        .get("min_depth")
+        .copied()
+        .unwrap_or_else(|| panic!("no expected: line in {stdout}"));
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("out/summary.json")).unwrap()).unwrap();
+    let threads = j["threads"].as_array().unwrap();
+    // Only the program's two threads: the profiler's own are not listed. The deep
+    // thread allocates only once, in pthread_exit, at a shallow depth: the depth seen
+    // can only come from the sampler, which sees it because it registered at creation.
+    assert_eq!(threads.len(), 2, "{threads:?}");
+    let deep = threads
+        .iter()
+        .find(|t| n(t, "max_stack_bytes") >= min)
+        .unwrap_or_else(|| panic!("the deep thread was not sampled: {threads:?}"));
+    assert!(n(deep, "max_stack_bytes") < 2 * min, "{deep}");
+}

@@ -9,7 +9,9 @@
 //!
 //! * The session starts before `main`, from an ELF constructor reading `STACKHEAP_*` as
 //!   the Rust path does; it is flushed at `exit` (atexit) and at fatal signals (the
-//!   stack module's handler, installed when the session starts).
+//!   stack module's handler, installed when the session starts). `pthread_create` is
+//!   wrapped so that every new thread registers at once (the stack-depth sampler then
+//!   sees threads that never allocate).
 //! * The hooks count requested sizes. `free` gets no size, so the requested size of
 //!   every recorded block is kept in a lock-free table ([`sizes`]); a block unknown to
 //!   it (allocated before the session, or by the profiler itself) is neither counted
@@ -383,6 +385,90 @@ pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
     p
 }
 
+/// Resolve glibc's `name` (next in lookup order after this library), once.
+fn next_symbol(cache: &AtomicUsize, name: &CStr) -> usize {
+    let f = cache.load(Ordering::Acquire);
+    if f != 0 {
+        return f;
+    }
+    // SAFETY: dlsym with a NUL-terminated name; its own allocations pass the shims.
+    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+    cache.store(f, Ordering::Release);
+    f
+}
+
+type StartRoutine = extern "C-unwind" fn(*mut c_void) -> *mut c_void;
+type PthreadCreate = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    StartRoutine,
+    *mut c_void,
+) -> c_int;
+
+static REAL_PTHREAD_CREATE: AtomicUsize = AtomicUsize::new(0);
+
+/// What the trampoline needs: the program's start routine and its argument.
+#[repr(C)]
+struct Start {
+    routine: StartRoutine,
+    arg: *mut c_void,
+}
+
+/// `pthread_create`: while a session records, the new thread registers with the
+/// profiler before running its start routine, so the stack-depth sampler sees it even
+/// if it never allocates.
+///
+/// # Safety
+/// The C contract of `pthread_create`.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    routine: StartRoutine,
+    arg: *mut c_void,
+) -> c_int {
+    let f = next_symbol(&REAL_PTHREAD_CREATE, c"pthread_create");
+    if f == 0 {
+        return libc::EAGAIN;
+    }
+    // SAFETY: `f` is glibc's pthread_create, of this signature.
+    let real: PthreadCreate = unsafe { std::mem::transmute(f) };
+    // The profiler's own threads (created with the guard held) are not the program's.
+    if !session::is_active() || Guard::is_held() {
+        // SAFETY: forwarding.
+        return unsafe { real(thread, attr, routine, arg) };
+    }
+    // SAFETY: glibc directly (the profiler's memory, not the program's).
+    let start = unsafe { __libc_malloc(std::mem::size_of::<Start>()) }.cast::<Start>();
+    if start.is_null() {
+        // SAFETY: forwarding.
+        return unsafe { real(thread, attr, routine, arg) };
+    }
+    // SAFETY: `start` is a fresh block of the right size and alignment.
+    unsafe { start.write(Start { routine, arg }) };
+    // SAFETY: forwarding, with our trampoline and its block.
+    let rc = unsafe { real(thread, attr, trampoline, start.cast()) };
+    if rc != 0 {
+        // SAFETY: the thread was not created; the block is still ours.
+        unsafe { __libc_free(start.cast()) };
+    }
+    rc
+}
+
+// "C-unwind": a thread that ends with pthread_exit unwinds through this frame.
+extern "C-unwind" fn trampoline(p: *mut c_void) -> *mut c_void {
+    // SAFETY: `p` is the block pthread_create wrote; read once and freed here.
+    let Start { routine, arg } = unsafe { p.cast::<Start>().read() };
+    // SAFETY: allocated with __libc_malloc above.
+    unsafe { __libc_free(p) };
+    if session::is_active() {
+        if let Some(_g) = Guard::enter() {
+            let _ = stackheap::record::slots::current();
+        }
+    }
+    routine(arg)
+}
+
 static REAL_USABLE: AtomicUsize = AtomicUsize::new(0);
 
 /// `malloc_usable_size`: glibc's, found once with `dlsym(RTLD_NEXT)` (whose own
@@ -392,14 +478,9 @@ static REAL_USABLE: AtomicUsize = AtomicUsize::new(0);
 /// The C contract of `malloc_usable_size`.
 #[no_mangle]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
-    let mut f = REAL_USABLE.load(Ordering::Acquire);
+    let f = next_symbol(&REAL_USABLE, c"malloc_usable_size");
     if f == 0 {
-        // SAFETY: dlsym with a NUL-terminated name.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) } as usize;
-        if f == 0 {
-            return 0;
-        }
-        REAL_USABLE.store(f, Ordering::Release);
+        return 0;
     }
     // SAFETY: `f` is glibc's malloc_usable_size, of this signature.
     let real: unsafe extern "C" fn(*mut c_void) -> usize = unsafe { std::mem::transmute(f) };
