@@ -336,3 +336,24 @@ fn a_thread_that_never_allocates_is_seen_by_the_stack_sampler() {
         .unwrap_or_else(|| panic!("the deep thread was not sampled: {threads:?}"));
     assert!(n(deep, "max_stack_bytes") < 2 * min, "{deep}");
 }
+
+#[test]
+fn the_heap_limit_refuses_malloc_as_an_oom_would() {
+    let dir = scratch("preload-limit");
+    let prog = cc("limit", &dir, &[]);
+    let o = run_within(
+        Command::new(bin("stackheap"))
+            .args(["run", "--limit", "10MiB", "--out"])
+            .arg(dir.join("out"))
+            .arg("--")
+            .arg(&prog),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("got=10\n"), "{stdout}");
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("out/summary.json")).unwrap()).unwrap();
+    assert_eq!(n(&j["heap"], "failed_allocs"), 1, "{}", j["heap"]);
+    assert_eq!(n(&j["heap"], "peak_bytes"), 10 << 20, "{}", j["heap"]);
+}

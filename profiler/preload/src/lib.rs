@@ -200,6 +200,20 @@ fn on_free(p: *mut c_void) {
     }
 }
 
+/// The heap limit (`STACKHEAP_LIMIT`): true if `size` more bytes must get null, as at a
+/// real out-of-memory (the failure is recorded, errno is ENOMEM). One relaxed load when
+/// no limit is set.
+#[inline(always)]
+fn refused(size: usize) -> bool {
+    if hooks::is_awake() && hooks::over_limit_awake(size) {
+        hooks::after_alloc_awake(std::ptr::null_mut(), size);
+        // SAFETY: errno is this thread's.
+        unsafe { *libc::__errno_location() = libc::ENOMEM };
+        return true;
+    }
+    false
+}
+
 /// Requested bytes of `n` elements of `size` (saturating: an overflow is a failure).
 #[inline(always)]
 fn product(n: usize, size: usize) -> usize {
@@ -215,6 +229,9 @@ fn product(n: usize, size: usize) -> usize {
 /// The C contract of `malloc`.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    if refused(size) {
+        return std::ptr::null_mut();
+    }
     // SAFETY: forwarding the caller's request to glibc.
     let p = unsafe { __libc_malloc(size) };
     on_alloc(p, size);
@@ -251,6 +268,9 @@ pub unsafe extern "C" fn cfree(p: *mut c_void) {
 /// The C contract of `calloc`.
 #[no_mangle]
 pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    if refused(product(n, size)) {
+        return std::ptr::null_mut();
+    }
     // SAFETY: forwarding; glibc checks the overflow of n * size.
     let p = unsafe { __libc_calloc(n, size) };
     on_alloc(p, product(n, size));
@@ -283,6 +303,14 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         }
         return q;
     };
+    if size > old_size && hooks::is_awake() && hooks::over_limit_awake(size - old_size) {
+        // Refused as a growth over the heap limit: `p` stays valid.
+        sizes::insert(p.cast(), old_size);
+        hooks::after_alloc_awake(std::ptr::null_mut(), size);
+        // SAFETY: errno is this thread's.
+        unsafe { *libc::__errno_location() = libc::ENOMEM };
+        return std::ptr::null_mut();
+    }
     let ticket = hooks::before_realloc(p.cast(), size);
     // SAFETY: forwarding the caller's block.
     let q = unsafe { __libc_realloc(p, size) };
@@ -320,6 +348,9 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
 /// The C contract of `memalign`.
 #[no_mangle]
 pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    if refused(size) {
+        return std::ptr::null_mut();
+    }
     // SAFETY: forwarding.
     let p = unsafe { __libc_memalign(align, size) };
     on_alloc(p, size);
@@ -346,6 +377,9 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     if align % std::mem::size_of::<*mut c_void>() != 0 || !align.is_power_of_two() {
         return libc::EINVAL;
     }
+    if refused(size) {
+        return libc::ENOMEM;
+    }
     // SAFETY: errno is this thread's; posix_memalign must not change it.
     let saved = unsafe { *libc::__errno_location() };
     // SAFETY: forwarding.
@@ -367,6 +401,9 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 /// The C contract of `valloc`.
 #[no_mangle]
 pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
+    if refused(size) {
+        return std::ptr::null_mut();
+    }
     // SAFETY: forwarding.
     let p = unsafe { __libc_valloc(size) };
     on_alloc(p, size);
@@ -379,6 +416,9 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
 /// The C contract of `pvalloc`.
 #[no_mangle]
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    if refused(size) {
+        return std::ptr::null_mut();
+    }
     // SAFETY: forwarding.
     let p = unsafe { __libc_pvalloc(size) };
     on_alloc(p, size);
