@@ -357,3 +357,14 @@ fn the_heap_limit_refuses_malloc_as_an_oom_would() {
     assert_eq!(n(&j["heap"], "failed_allocs"), 1, "{}", j["heap"]);
     assert_eq!(n(&j["heap"], "peak_bytes"), 10 << 20, "{}", j["heap"]);
 }
+
+#[test]
+fn a_program_leaving_by_exit_underscore_is_flushed() {
+    let dir = scratch("preload-quick-exit");
+    let prog = cc("quick_exit", &dir, &[]);
+    // `profile` checks that the trace is complete (trailer written).
+    let (want, stdout, heap) = profile(&dir.join("out"), &prog, &[]);
+    assert!(!want.is_empty(), "no expected: line in {stdout}");
+    assert_eq!(n(&heap, "total_allocs"), want["allocs"], "{heap}");
+    assert_eq!(n(&heap, "leaked_bytes"), want["leaked_bytes"], "{heap}");
+}

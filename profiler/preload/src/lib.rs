@@ -8,7 +8,8 @@
 //! and the reports are those of the Rust path.
 //!
 //! * The session starts before `main`, from an ELF constructor reading `STACKHEAP_*` as
-//!   the Rust path does; it is flushed at `exit` (atexit) and at fatal signals (the
+//!   the Rust path does; it is flushed at `exit` (atexit), at `_exit`/`_Exit` called by
+//!   the program (not by glibc itself), and at fatal signals (the
 //!   stack module's handler, installed when the session starts). `pthread_create` is
 //!   wrapped so that every new thread registers at once (the stack-depth sampler then
 //!   sees threads that never allocate).
@@ -31,7 +32,7 @@ mod sizes;
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::{c_int, c_void, CStr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 use stackheap::alloc::guard::Guard;
 use stackheap::alloc::hooks;
@@ -118,6 +119,10 @@ extern "C" fn constructor() {
     sizes::map_once();
     if session::STATE.load(Ordering::Acquire) == session::UNINIT {
         session::init_from_env();
+    }
+    if session::is_active() {
+        // SAFETY: getpid has no preconditions.
+        OWNER_PID.store(unsafe { libc::getpid() }, Ordering::Release);
     }
     let Some(_g) = Guard::enter() else { return };
     if !env_is(c"STACKHEAP_FOLLOW_FORKS", b"1") {
@@ -507,6 +512,51 @@ extern "C-unwind" fn trampoline(p: *mut c_void) -> *mut c_void {
         }
     }
     routine(arg)
+}
+
+/// Pid of the process whose session this library started (0: none).
+static OWNER_PID: AtomicI32 = AtomicI32::new(0);
+static REAL_EXIT: AtomicUsize = AtomicUsize::new(0);
+
+/// `_exit` skips atexit, so the trace is flushed here first — only by the process that
+/// owns the session: a forked child is dormant, and a `vfork`/`posix_spawn` child that
+/// fails to exec (same memory, other pid) must not stop its parent's session.
+fn flush_before_exit() {
+    // SAFETY: getpid has no preconditions.
+    if session::is_active() && OWNER_PID.load(Ordering::Acquire) == unsafe { libc::getpid() } {
+        if let Err(e) = session::stop() {
+            let msg = format!("stackheap: {e}\n");
+            // SAFETY: writes our own buffer to fd 2.
+            unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        }
+    }
+}
+
+/// Leave with glibc's `_exit` (or the raw system call if it cannot be found).
+fn real_exit(code: c_int) -> ! {
+    let f = next_symbol(&REAL_EXIT, c"_exit");
+    if f != 0 {
+        // SAFETY: `f` is glibc's _exit, of this signature.
+        let real: extern "C" fn(c_int) -> ! = unsafe { std::mem::transmute(f) };
+        real(code);
+    }
+    // SAFETY: exit_group ends the process; it does not return.
+    unsafe { libc::syscall(libc::SYS_exit_group, code) };
+    unreachable!("exit_group returned")
+}
+
+/// `_exit`: flush the trace (see [`flush_before_exit`]), then leave.
+#[no_mangle]
+pub extern "C" fn _exit(code: c_int) -> ! {
+    flush_before_exit();
+    real_exit(code)
+}
+
+/// `_Exit`: as `_exit`.
+#[no_mangle]
+pub extern "C" fn _Exit(code: c_int) -> ! {
+    flush_before_exit();
+    real_exit(code)
 }
 
 static REAL_USABLE: AtomicUsize = AtomicUsize::new(0);
