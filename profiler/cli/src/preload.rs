@@ -73,10 +73,18 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// Choose the mode for `program`.
 pub fn choose(program: &str) -> Result<Mode> {
-    let Some(path) = resolve(program) else {
+    let Some(path) = resolve(program).filter(|p| p.exists()) else {
         bail!("cannot run {program:?}: no such program");
     };
-    match inspect(&path)? {
+    if !path.is_file() {
+        bail!("cannot run {program:?}: not a file");
+    }
+    let kind = match inspect(&path) {
+        Ok(k) => k,
+        // Unreadable (execute-only): the loader can still preload into it.
+        Err(_) => Kind::Dynamic,
+    };
+    match kind {
         Kind::LinksStackheap => Ok(Mode::Env),
         Kind::Dynamic => Ok(Mode::Preload(library()?)),
         Kind::Static => bail!(
