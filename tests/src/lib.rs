@@ -32,6 +32,8 @@ pub fn bin(name: &str) -> PathBuf {
             "stackheap-cli",
             "-p",
             "stackheap-demos",
+            "-p",
+            "stackheap-preload",
         ]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");

@@ -185,6 +185,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             limit: (*name == "oom").then_some(OOM_LIMIT),
             stack_hz: stackheap::record::session::DEFAULT_STACK_HZ,
             no_report: false,
+            follow_forks: false,
             command,
         };
         let (outcome, stdout) = record(&run, true)?;

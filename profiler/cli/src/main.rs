@@ -7,6 +7,7 @@ mod demo;
 mod diff;
 mod formats;
 mod leaks;
+mod preload;
 mod progress;
 mod push;
 mod run;
@@ -29,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a program that links stackheap, record its trace, write and print the report.
+    /// Run a program (linking stackheap, or any dynamically linked one through LD_PRELOAD), record its trace, write and print the report.
     Run(run::RunArgs),
     /// Write the report (summary, flamegraphs, timeline) of a trace.
     Report {

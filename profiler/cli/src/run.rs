@@ -30,6 +30,11 @@ pub struct RunArgs {
     /// Record only; do not write the report.
     #[arg(long)]
     pub no_report: bool,
+    /// Profile the programs it executes too (each writes its own trace: keep `%p` in
+    /// the trace path). Without it they run unprofiled. A child forked without exec is
+    /// never followed.
+    #[arg(long)]
+    pub follow_forks: bool,
     /// The program and its arguments.
     #[arg(
         required = true,
@@ -109,6 +114,13 @@ pub fn record(args: &RunArgs, capture: bool) -> Result<(RunOutcome, Vec<u8>)> {
     if let Some(limit) = args.limit {
         cmd.env("STACKHEAP_LIMIT", limit.to_string());
     }
+    if let crate::preload::Mode::Preload(lib) = crate::preload::choose(program)? {
+        tracing::info!(library = %lib.display(), "profiling through LD_PRELOAD");
+        cmd.env("LD_PRELOAD", crate::preload::ld_preload(&lib));
+    }
+    if args.follow_forks {
+        cmd.env("STACKHEAP_FOLLOW_FORKS", "1");
+    }
     if capture {
         cmd.stdout(std::process::Stdio::piped());
     }
@@ -159,7 +171,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     eprintln!("stackheap: {program} {}", describe(outcome.status));
     if !outcome.trace.exists() {
         bail!(
-            "{program} wrote no trace at {}: does it use stackheap::StackHeap as its #[global_allocator]?",
+            "{program} wrote no trace at {} (it neither uses stackheap::StackHeap as its #[global_allocator] nor reaches malloc through LD_PRELOAD)",
             outcome.trace.display()
         );
     }
