@@ -168,6 +168,8 @@ const INNER_PREFIXES: &[&str] = &[
     "stackheap::",
     "<stackheap::",
     "stackheap_preload::",
+    // The preload library's frames when its symbols cannot be read.
+    "libstackheap_preload.so+",
     "__rust_alloc",
     "__rustc::__rust_",
     "__rust_realloc",

@@ -94,7 +94,12 @@ pub fn walk(
     high: usize,
     mut f: impl FnMut(usize, u64, u64, usize) -> bool,
 ) -> usize {
-    let ok = |fp: usize| fp % 8 == 0 && fp >= low && fp.checked_add(16).is_some_and(|e| e <= high);
+    // Frame records lie above the interrupted stack pointer: an `fp` below it is not
+    // one (code without frame pointers uses the register for data), and reading there
+    // could touch unmapped memory under the stack.
+    let floor = low.max(sp);
+    let ok =
+        |fp: usize| fp % 8 == 0 && fp >= floor && fp.checked_add(16).is_some_and(|e| e <= high);
     let first = if ok(fp) && fp >= sp { fp + 16 - sp } else { 0 };
     if !f(0, pc as u64, first as u64, fp) {
         return 1;
