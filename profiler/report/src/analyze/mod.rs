@@ -18,7 +18,7 @@ pub mod stacks;
 pub mod temporary;
 pub mod timeline;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use stackheap::format::{Counters, Event, Module, ThreadInfo};
 
@@ -237,7 +237,7 @@ impl Analyzer {
                 rss_series: Series::new(max_points),
                 ..Default::default()
             },
-            thread_index: HashMap::new(),
+            thread_index: HashMap::default(),
             snapshots: snapshots::Snapshots::default(),
             pending_points: Vec::new(),
         }

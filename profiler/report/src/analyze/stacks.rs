@@ -3,7 +3,7 @@
 //! symbolized, the per-thread stack table, the overflow and crash reports and the
 //! folded lines of the stack-bytes flamegraph.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use stackheap::format::fatal::{class, Crash, Overflow, Panic, SizedFrame, StackMax};
 use stackheap::format::Event;
@@ -287,7 +287,7 @@ pub fn build(
             .map(|s| s.info.name.clone())
             .unwrap_or_default()
     };
-    let mut folded: HashMap<String, u64> = HashMap::new();
+    let mut folded: HashMap<String, u64> = HashMap::default();
     let mut out = StackReport::default();
     for o in &ev.overflows {
         let frames = named(&mut sym, &o.frames);

@@ -2,7 +2,7 @@
 //! allocated it before that thread allocated anything else. They hold no memory but
 //! cost allocator time: the churn a flamegraph of `flame-temporary.svg` shows.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Counts temporary allocations per site during the pass.
 #[derive(Debug, Clone, Default)]
