@@ -359,19 +359,16 @@ fn analyze_pipelined<R: Read + Send>(
         let decoder = s.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
             let result = loop {
-                match reader.next_event() {
-                    Ok(Some(e)) => {
-                        batch.push(e);
-                        if batch.len() == BATCH {
-                            let next = back_rx
-                                .try_recv()
-                                .unwrap_or_else(|_| Vec::with_capacity(BATCH));
-                            if tx.send(std::mem::replace(&mut batch, next)).is_err() {
-                                break Ok(());
-                            }
+                match reader.next_events(&mut batch, BATCH) {
+                    Ok(0) => break Ok(()),
+                    Ok(_) => {
+                        let next = back_rx
+                            .try_recv()
+                            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                        if tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                            break Ok(());
                         }
                     }
-                    Ok(None) => break Ok(()),
                     Err(e) => break Err(e),
                 }
             };

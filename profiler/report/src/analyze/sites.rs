@@ -1,7 +1,5 @@
 //! Per-site figures; a site is a stack id (0 = allocations recorded without a stack).
 
-use rustc_hash::FxHashMap as HashMap;
-
 use super::live::Block;
 use super::Tally;
 
@@ -30,16 +28,30 @@ impl SiteStats {
     }
 }
 
-/// All sites by stack id.
+/// All sites by stack id. The reader numbers stacks densely from 1, so a vector
+/// indexed by the id replaces a hash lookup per allocation and free.
 #[derive(Debug, Clone, Default)]
 pub struct SiteTable {
-    sites: HashMap<u32, SiteStats>,
+    sites: Vec<Option<SiteStats>>,
+    len: usize,
 }
 
 impl SiteTable {
+    fn entry(&mut self, stack: u32) -> &mut SiteStats {
+        let i = stack as usize;
+        if self.sites.len() <= i {
+            self.sites.resize(i + 1, None);
+        }
+        let slot = &mut self.sites[i];
+        if slot.is_none() {
+            self.len += 1;
+        }
+        slot.get_or_insert_with(SiteStats::default)
+    }
+
     /// A block was allocated at its site by event `seq`.
     pub fn alloc(&mut self, b: &Block, seq: u64, peak_seq: Option<u64>) {
-        let s = self.sites.entry(b.stack).or_default();
+        let s = self.entry(b.stack);
         s.settle(peak_seq);
         s.alloc.add(b);
         s.curr.add(b);
@@ -48,7 +60,7 @@ impl SiteTable {
 
     /// A block allocated at its site was freed (or reallocated away) by event `seq`.
     pub fn free(&mut self, b: &Block, seq: u64, peak_seq: Option<u64>) {
-        let s = self.sites.entry(b.stack).or_default();
+        let s = self.entry(b.stack);
         s.settle(peak_seq);
         s.curr.sub(b);
         s.last_change_seq = seq;
@@ -56,28 +68,31 @@ impl SiteTable {
 
     /// End of the pass: settle every site's share of the peak.
     pub fn finish(&mut self, peak_seq: Option<u64>) {
-        for s in self.sites.values_mut() {
+        for s in self.sites.iter_mut().flatten() {
             s.settle(peak_seq);
         }
     }
 
     /// One site.
     pub fn get(&self, stack: u32) -> Option<&SiteStats> {
-        self.sites.get(&stack)
+        self.sites.get(stack as usize)?.as_ref()
     }
 
     /// Every site, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &SiteStats)> {
-        self.sites.iter().map(|(&k, v)| (k, v))
+        self.sites
+            .iter()
+            .enumerate()
+            .filter_map(|(k, v)| Some((k as u32, v.as_ref()?)))
     }
 
     /// Number of sites.
     pub fn len(&self) -> usize {
-        self.sites.len()
+        self.len
     }
 
     /// True when no allocation was seen.
     pub fn is_empty(&self) -> bool {
-        self.sites.is_empty()
+        self.len == 0
     }
 }
