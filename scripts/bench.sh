@@ -365,7 +365,7 @@ for w in "${selected[@]}"; do
             pr=$(median ${rsss[plain]})
             awk -v f="$fr" -v p="$pr" 'BEGIN {
                 printf "   full-mode memory: peak RSS %.1f MiB vs plain %.1f MiB: +%.1f MiB (%.0f%% of plain)\n",
-                    f / 1024, p / 1024, (f - p) / 1024, p > 0 ? 100 * (f - p) / p : 0 }'
+                    f / 1024, p / 1024, (f - p) / 1024, (p > 0 ? 100 * (f - p) / p : 0) }'
         fi
         if [[ -n $trace_bytes && -n $events && $events != 0 ]]; then
             awk -v b="$trace_bytes" -v e="$events" 'BEGIN {
