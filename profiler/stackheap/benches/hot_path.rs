@@ -61,7 +61,7 @@ fn mode(c: &mut Criterion, name: &str, sample_rate: Option<u64>) {
         pairs(c, name);
         return;
     };
-    let path = trace_path(name);
+    let path = trace_path(&name.replace('/', "-"));
     let profiler = stackheap::Profiler::builder()
         .trace_path(&path)
         .sample_rate(rate)
