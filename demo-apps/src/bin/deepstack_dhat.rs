@@ -8,7 +8,10 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 use stackheap_demos::{deepstack, deepstack_args, deepstack_expected};
 
 fn main() {
-    let (iters, depth, allocs) = deepstack_args("deepstack_dhat", "alloc+free pairs at the bottom of a 100+ frame recursion (under dhat-rs)");
+    let (iters, depth, allocs) = deepstack_args(
+        "deepstack_dhat",
+        "alloc+free pairs at the bottom of a 100+ frame recursion (under dhat-rs)",
+    );
     let profiler = dhat::Profiler::new_heap();
     let checksum = std::hint::black_box(deepstack(iters, depth, allocs));
     drop(profiler); // writes dhat-heap.json

@@ -8,7 +8,10 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 use stackheap_demos::{tree, tree_args, tree_expected};
 
 fn main() {
-    let (items, rounds) = tree_args("tree_dhat", "a BTreeMap of formatted strings built, probed, thinned and dropped (under dhat-rs)");
+    let (items, rounds) = tree_args(
+        "tree_dhat",
+        "a BTreeMap of formatted strings built, probed, thinned and dropped (under dhat-rs)",
+    );
     let profiler = dhat::Profiler::new_heap();
     let checksum = std::hint::black_box(tree(items, rounds));
     drop(profiler); // writes dhat-heap.json

@@ -4,7 +4,10 @@
 use stackheap_demos::{tree, tree_args, tree_expected};
 
 fn main() {
-    let (items, rounds) = tree_args("tree_system", "a BTreeMap of formatted strings built, probed, thinned and dropped (no profiler)");
+    let (items, rounds) = tree_args(
+        "tree_system",
+        "a BTreeMap of formatted strings built, probed, thinned and dropped (no profiler)",
+    );
     let checksum = std::hint::black_box(tree(items, rounds));
     println!("tree_system: checksum {checksum}");
     println!("{}", tree_expected(items, rounds));
