@@ -1,5 +1,7 @@
 //! Per-site figures; a site is a stack id (0 = allocations recorded without a stack).
 
+use rustc_hash::FxHashMap as HashMap;
+
 use super::live::Block;
 use super::Tally;
 
@@ -29,15 +31,27 @@ impl SiteStats {
 }
 
 /// All sites by stack id. The reader numbers stacks densely from 1, so a vector
-/// indexed by the id replaces a hash lookup per allocation and free.
+/// indexed by the id replaces a hash lookup per allocation and free; ids beyond
+/// [`DENSE_IDS`] (never made by the reader) go to a map, so no id can blow up the vector.
 #[derive(Debug, Clone, Default)]
 pub struct SiteTable {
     sites: Vec<Option<SiteStats>>,
+    far: HashMap<u32, SiteStats>,
     len: usize,
 }
 
+/// Stack ids below this are kept in the vector.
+const DENSE_IDS: u32 = 1 << 22;
+
 impl SiteTable {
     fn entry(&mut self, stack: u32) -> &mut SiteStats {
+        if stack >= DENSE_IDS {
+            let len = &mut self.len;
+            return self.far.entry(stack).or_insert_with(|| {
+                *len += 1;
+                SiteStats::default()
+            });
+        }
         let i = stack as usize;
         if self.sites.len() <= i {
             self.sites.resize(i + 1, None);
@@ -68,13 +82,16 @@ impl SiteTable {
 
     /// End of the pass: settle every site's share of the peak.
     pub fn finish(&mut self, peak_seq: Option<u64>) {
-        for s in self.sites.iter_mut().flatten() {
+        for s in self.sites.iter_mut().flatten().chain(self.far.values_mut()) {
             s.settle(peak_seq);
         }
     }
 
     /// One site.
     pub fn get(&self, stack: u32) -> Option<&SiteStats> {
+        if stack >= DENSE_IDS {
+            return self.far.get(&stack);
+        }
         self.sites.get(stack as usize)?.as_ref()
     }
 
@@ -84,6 +101,7 @@ impl SiteTable {
             .iter()
             .enumerate()
             .filter_map(|(k, v)| Some((k as u32, v.as_ref()?)))
+            .chain(self.far.iter().map(|(&k, v)| (k, v)))
     }
 
     /// Number of sites.
@@ -94,5 +112,39 @@ impl SiteTable {
     /// True when no allocation was seen.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(stack: u32, size: u64) -> Block {
+        Block {
+            size,
+            stack,
+            weight: 1.0,
+            seq: 0,
+        }
+    }
+
+    #[test]
+    fn dense_and_far_ids_both_count() {
+        let mut t = SiteTable::default();
+        assert!(t.is_empty());
+        t.alloc(&block(5, 10), 1, None);
+        t.alloc(&block(u32::MAX, 20), 2, None);
+        t.alloc(&block(5, 1), 3, None);
+        t.free(&block(u32::MAX, 20), 4, None);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.get(5).map(|s| s.curr.bytes), Some(11));
+        assert_eq!(
+            t.get(u32::MAX).map(|s| (s.alloc.bytes, s.curr.bytes)),
+            Some((20, 0))
+        );
+        assert!(t.get(6).is_none());
+        let mut ids: Vec<u32> = t.iter().map(|(k, _)| k).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![5, u32::MAX]);
     }
 }
