@@ -28,7 +28,7 @@
 # never fails on a slow result.
 #
 # Usage: scripts/bench.sh [--quick | --smoke] [WORKLOAD...]
-#   --quick     about a minute: smaller sizes, 3 rounds (also BENCH_QUICK=1)
+#   --quick     a minute or two: smaller sizes, 3 rounds (also BENCH_QUICK=1)
 #   --smoke     tiny sizes, 1 round: only checks that everything runs (CI)
 #   WORKLOAD    any of churn churn2 tree deepstack (default: all)
 #
@@ -239,6 +239,10 @@ for w in "${selected[@]}"; do
     wmodes=(plain)
     for m in "${modes[@]:1}"; do
         [[ -n ${skip[$m]:-} ]] && continue
+        if [[ $m == heaptrack && $w == deepstack && $size != full ]]; then
+            notes[heaptrack]="skipped below full size (tens of seconds per run on 130-frame stacks)"
+            continue
+        fi
         [[ $m == dhat-rs && -z ${have_dhat[${bin_of[$w]}]:-} ]] && continue
         wmodes+=("$m")
     done
@@ -379,7 +383,7 @@ for w in "${selected[@]}"; do
                 if (e > 0) printf "; %.1f ns/event", r / e
                 printf "\n" }'
         fi
-    } | tee -a "$summary"
+    } | tee -a "$summary" >&2 # progress on stderr; the whole summary on stdout at the end
     unset times rsss notes
 done
 
