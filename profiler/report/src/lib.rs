@@ -345,14 +345,14 @@ fn analyze_pipelined<R: Read + Send>(
     mut reader: TraceReader<R>,
     opts: &AnalyzeOptions,
 ) -> Result<Analysis, ReportError> {
-    const BATCH: usize = 1024;
+    const BATCH: usize = 16384;
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         return analyze_reader(reader, opts);
     }
     let header = reader.header().clone();
     let mut an = Analyzer::new(header.sample_rate, opts.max_timeline_points)
         .snapshot_at(opts.snapshot_times.clone());
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(16);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(2);
     // Empty batches go back to the reading thread to be filled again.
     let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Event>>();
     let (status, result) = std::thread::scope(|s| {

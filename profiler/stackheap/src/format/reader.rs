@@ -388,7 +388,10 @@ impl<R: Read> TraceReader<R> {
                 continue;
             }
             let take = (max - n).min(self.ready.len());
-            out.extend(self.ready.drain(..take).map(Held::into_event));
+            out.reserve(take);
+            for held in self.ready.drain(..take) {
+                out.push(held.into_event());
+            }
             n += take;
         }
         Ok(n)
