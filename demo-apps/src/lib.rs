@@ -326,6 +326,175 @@ pub fn churn_expected(iters: u64, threads: u64, size: u64) -> String {
         .line()
 }
 
+/// The flags of the tree workload, shared by `tree`, `tree_system` and `tree_dhat`.
+pub const TREE_FLAGS: &[Flag] = &[
+    Flag {
+        name: "items",
+        default: 1_750_000,
+        help: "keys inserted into the BTreeMap",
+    },
+    Flag {
+        name: "rounds",
+        default: 1,
+        help: "times the whole map is built and dropped",
+    },
+];
+
+/// Parses the tree flags, returning `(items, rounds)`.
+pub fn tree_args(program: &str, about: &str) -> (u64, u64) {
+    let args = Args::parse_or_exit(program, about, TREE_FLAGS);
+    args.require_range(program, "items", 1, 1 << 32);
+    args.require_range(program, "rounds", 1, 1 << 20);
+    (args.get("items"), args.get("rounds"))
+}
+
+/// The tree workload (a benchmark of `scripts/bench.sh`): `rounds` times, build a
+/// `BTreeMap<String, String>` of `items` keys in a scrambled order (each key and value a
+/// formatted `String`: two allocations per item, plus the map's nodes), look every key
+/// up, remove every third, then drop the map. About 2.1 allocations per item (3.7 M at
+/// the default size); the exact
+/// count depends on std's B-tree, so the `expected:` line gives the items, not the
+/// allocations (the bench takes those from the profiler's trace).
+#[inline(never)]
+pub fn tree(items: u64, rounds: u64) -> u64 {
+    use std::collections::BTreeMap;
+    use std::fmt::Write as _;
+    let mut checksum = 0u64;
+    for _ in 0..rounds {
+        let mut map = BTreeMap::new();
+        // A full-period permutation of 0..items (an odd multiplier modulo a power of two,
+        // skipping values out of range) so inserts land all over the tree.
+        let span = items.next_power_of_two();
+        let mut x = 0u64;
+        let mut inserted = 0;
+        while inserted < items {
+            x = (x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1)) & (span - 1);
+            if x >= items {
+                continue;
+            }
+            let mut key = String::with_capacity(24);
+            let _ = write!(key, "key-{x:012}");
+            let mut value = String::with_capacity(16);
+            let _ = write!(value, "v{}", x * 7);
+            map.insert(key, value);
+            inserted += 1;
+        }
+        let mut probe = String::with_capacity(24);
+        for i in 0..items {
+            probe.clear();
+            let _ = write!(probe, "key-{i:012}");
+            if let Some(v) = map.get(probe.as_str()) {
+                checksum = checksum.wrapping_add(v.len() as u64);
+            }
+        }
+        for i in (0..items).step_by(3) {
+            probe.clear();
+            let _ = write!(probe, "key-{i:012}");
+            map.remove(probe.as_str());
+        }
+        checksum = checksum.wrapping_add(std::hint::black_box(&map).len() as u64);
+    }
+    checksum
+}
+
+/// The `expected:` line of the tree workload.
+pub fn tree_expected(items: u64, rounds: u64) -> String {
+    Expected::new()
+        .add("items", items)
+        .add("rounds", rounds)
+        .add("leaked_bytes", 0)
+        .line()
+}
+
+/// The flags of the deep-stack workload, shared by `deepstack`, `deepstack_system` and
+/// `deepstack_dhat`.
+pub const DEEPSTACK_FLAGS: &[Flag] = &[
+    Flag {
+        name: "iters",
+        default: 200_000,
+        help: "descents of the recursion",
+    },
+    Flag {
+        name: "depth",
+        default: 128,
+        help: "frames of recursion at the bottom of which it allocates",
+    },
+    Flag {
+        name: "allocs",
+        default: 16,
+        help: "alloc+free pairs at the bottom of each descent",
+    },
+];
+
+/// Parses the deep-stack flags, returning `(iters, depth, allocs)`.
+pub fn deepstack_args(program: &str, about: &str) -> (u64, u64, u64) {
+    let args = Args::parse_or_exit(program, about, DEEPSTACK_FLAGS);
+    args.require_range(program, "iters", 0, 1 << 40);
+    args.require_range(program, "depth", 1, 10_000);
+    args.require_range(program, "allocs", 1, 1 << 20);
+    (args.get("iters"), args.get("depth"), args.get("allocs"))
+}
+
+/// One level of the deep-stack recursion. Two functions alternate by the bits of the
+/// iteration number, so the stacks at the bottom differ (up to 256 distinct ones) and a
+/// profiler cannot get away with one cached stack.
+#[inline(never)]
+fn deep_a(level: u64, i: u64, allocs: u64) -> u64 {
+    let r = if level == 0 {
+        deep_bottom(i, allocs)
+    } else if (i >> (level % 8)) & 1 == 0 {
+        deep_a(level - 1, i, allocs)
+    } else {
+        deep_b(level - 1, i, allocs)
+    };
+    // Work after the call: no tail call, every level keeps its frame.
+    std::hint::black_box(r).wrapping_add(level)
+}
+
+#[inline(never)]
+fn deep_b(level: u64, i: u64, allocs: u64) -> u64 {
+    let r = if level == 0 {
+        deep_bottom(i, allocs)
+    } else if (i >> (level % 8)) & 1 == 0 {
+        deep_a(level - 1, i, allocs)
+    } else {
+        deep_b(level - 1, i, allocs)
+    };
+    std::hint::black_box(r).wrapping_mul(3)
+}
+
+#[inline(never)]
+fn deep_bottom(i: u64, allocs: u64) -> u64 {
+    let mut sum = 0u64;
+    for k in 0..allocs {
+        let n = churn_size(i.wrapping_add(k), CHURN_MIN_SIZE, 256);
+        let mut v: Vec<u8> = Vec::with_capacity(n);
+        v.push(k as u8);
+        let v = std::hint::black_box(v);
+        sum = sum.wrapping_add(u64::from(v[0]));
+    }
+    sum
+}
+
+/// The deep-stack workload: `iters` times, recurse `depth` frames (`deep_a`/`deep_b`)
+/// and make `allocs` alloc+free pairs (sizes cycling 16..=256) at the bottom. The stacks
+/// of those allocations are `depth` + a few frames deep.
+pub fn deepstack(iters: u64, depth: u64, allocs: u64) -> u64 {
+    (0..iters).fold(0u64, |acc, i| acc.wrapping_add(deep_a(depth, i, allocs)))
+}
+
+/// The `expected:` line of the deep-stack workload (the recursion's allocations only).
+pub fn deepstack_expected(iters: u64, depth: u64, allocs: u64) -> String {
+    Expected::new()
+        .add("total_allocs", iters * allocs)
+        .add("total_frees", iters * allocs)
+        .add("leaked_bytes", 0)
+        .add("iters", iters)
+        .add("depth", depth)
+        .add("allocs", allocs)
+        .line()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use stackheap::format::reader::{ReadError, ReadStatus, TraceReader};
-use stackheap::format::{Counters, Header};
+use stackheap::format::{Counters, Event, Header};
 
 use analyze::{Aggregates, Analyzer, EventTotals, ThreadStats};
 pub use render::{render_flamegraph, write_report, FlameKind, RenderOptions};
@@ -316,7 +316,7 @@ pub fn analyze_path(path: &Path, opts: &AnalyzeOptions) -> Result<Analysis, Repo
         source,
     };
     let reader = TraceReader::open(path).map_err(wrap)?;
-    analyze_reader(reader, opts).map_err(|e| match e {
+    analyze_pipelined(reader, opts).map_err(|e| match e {
         ReportError::Read(source) => wrap(source),
         e => e,
     })
@@ -334,6 +334,58 @@ pub fn analyze_reader<R: Read>(
         an.event(&e);
     }
     let status = reader.status().clone();
+    Ok(build(&header, &status, an.finish(), opts))
+}
+
+/// [`analyze_reader`] on two threads: one reads, decompresses, decodes and merges the
+/// trace into events, the other feeds them to the aggregators; batches of events pass
+/// between them through a bounded channel (memory stays bounded). With one CPU it is
+/// [`analyze_reader`] itself.
+fn analyze_pipelined<R: Read + Send>(
+    mut reader: TraceReader<R>,
+    opts: &AnalyzeOptions,
+) -> Result<Analysis, ReportError> {
+    const BATCH: usize = 16384;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return analyze_reader(reader, opts);
+    }
+    let header = reader.header().clone();
+    let mut an = Analyzer::new(header.sample_rate, opts.max_timeline_points)
+        .snapshot_at(opts.snapshot_times.clone());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(2);
+    // Empty batches go back to the reading thread to be filled again.
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Event>>();
+    let (status, result) = std::thread::scope(|s| {
+        let decoder = s.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            let result = loop {
+                match reader.next_events(&mut batch, BATCH) {
+                    Ok(0) => break Ok(()),
+                    Ok(_) => {
+                        let next = back_rx
+                            .try_recv()
+                            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                        if tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+            (reader.status().clone(), result)
+        });
+        for mut batch in rx {
+            for e in batch.drain(..) {
+                an.event(&e);
+            }
+            let _ = back_tx.send(batch);
+        }
+        decoder.join().expect("trace decoding thread panicked")
+    });
+    result?;
     Ok(build(&header, &status, an.finish(), opts))
 }
 
@@ -614,9 +666,9 @@ fn build(
         marks: agg.marks,
         time_points: agg.time_points,
         oom,
-        leak_ages: agg.leak_ages,
+        leak_ages: agg.leak_ages.into_iter().collect(),
         temporary_allocs: agg.temporary.total,
-        temporary_sites: agg.temporary.per_site,
+        temporary_sites: agg.temporary.per_site.into_iter().collect(),
         spans: {
             let mut v = agg.spans.paths.clone();
             v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -12,7 +12,7 @@
 //!
 //! Suspects are ranked by the slope of that line, in bytes per second.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use super::sites::SiteTable;
 
@@ -57,7 +57,7 @@ impl GrowthTracker {
             times: Vec::new(),
             seqs: Vec::new(),
             totals: Vec::new(),
-            series: HashMap::new(),
+            series: HashMap::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! times (`5s`), and the moment of the out-of-memory. Each keeps every site's live
 //! bytes and blocks at that point, so a live-heap flamegraph or a diff can be drawn.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use super::sites::SiteTable;
 

@@ -18,7 +18,7 @@ pub mod stacks;
 pub mod temporary;
 pub mod timeline;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use stackheap::format::{Counters, Event, Module, ThreadInfo};
 
@@ -217,6 +217,8 @@ pub struct Analyzer {
     peak: PeakTracker,
     agg: Aggregates,
     thread_index: HashMap<u32, usize>,
+    /// The last thread `thread_alloc` looked up, and its index.
+    last_thread: Option<(u32, usize)>,
     snapshots: snapshots::Snapshots,
     /// Requested snapshot times not reached yet: (time ns, name), latest first.
     pending_points: Vec<(u64, String)>,
@@ -237,7 +239,8 @@ impl Analyzer {
                 rss_series: Series::new(max_points),
                 ..Default::default()
             },
-            thread_index: HashMap::new(),
+            thread_index: HashMap::default(),
+            last_thread: None,
             snapshots: snapshots::Snapshots::default(),
             pending_points: Vec::new(),
         }
@@ -276,7 +279,17 @@ impl Analyzer {
     }
 
     fn thread_alloc(&mut self, thread: u32, depth: u64) {
-        if let Some(&i) = self.thread_index.get(&thread) {
+        let i = match self.last_thread {
+            Some((t, i)) if t == thread => Some(i),
+            _ => {
+                let i = self.thread_index.get(&thread).copied();
+                if let Some(i) = i {
+                    self.last_thread = Some((thread, i));
+                }
+                i
+            }
+        };
+        if let Some(i) = i {
             let t = &mut self.agg.threads[i];
             t.allocs += 1;
             t.max_depth = t.max_depth.max(depth);
@@ -333,6 +346,7 @@ impl Analyzer {
         match e {
             Event::Thread(info) => {
                 self.seen(info.time_ns);
+                self.last_thread = None;
                 self.thread_index
                     .insert(info.thread, self.agg.threads.len());
                 self.agg.threads.push(ThreadStats {

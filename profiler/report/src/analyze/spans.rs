@@ -2,7 +2,7 @@
 //! sequence order and charges every allocation to the thread's innermost span at that
 //! moment, by span path (`request;db`).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Allocation figures per span path.
 #[derive(Debug, Clone, Default)]

@@ -3,7 +3,7 @@
 //! symbolized, the per-thread stack table, the overflow and crash reports and the
 //! folded lines of the stack-bytes flamegraph.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use stackheap::format::fatal::{class, Crash, Overflow, Panic, SizedFrame, StackMax};
 use stackheap::format::Event;
@@ -32,6 +32,10 @@ pub struct StackEvents {
     /// Per thread: the high-water mark over time, (time_ns, depth) at each new maximum
     /// (from allocations and the sampler).
     pub high_water: HashMap<u32, Vec<(u64, u64)>>,
+    /// Per thread index (small ones): its `alloc_max` depth + 1, 0 = no allocation yet.
+    /// An allocation no deeper than that changes neither map, and most are: a check
+    /// of this vector instead of two hash lookups per allocation.
+    alloc_floor: Vec<u64>,
 }
 
 impl StackEvents {
@@ -78,10 +82,24 @@ impl StackEvents {
                 time_ns,
                 ..
             } => {
+                let slot = thread as usize;
+                if slot < 1 << 16 {
+                    if self.alloc_floor.len() <= slot {
+                        self.alloc_floor.resize(slot + 1, 0);
+                    }
+                    // Seen before and not deeper: `alloc_max` keeps its value and the
+                    // high-water mark (never below `alloc_max`) too.
+                    if depth < self.alloc_floor[slot] {
+                        return;
+                    }
+                }
                 self.raise(thread, time_ns, depth);
                 let e = self.alloc_max.entry(thread).or_default();
                 if depth > e.0 {
                     *e = (depth, time_ns);
+                }
+                if let Some(f) = self.alloc_floor.get_mut(slot) {
+                    *f = e.0 + 1;
                 }
             }
             _ => {}
@@ -287,7 +305,7 @@ pub fn build(
             .map(|s| s.info.name.clone())
             .unwrap_or_default()
     };
-    let mut folded: HashMap<String, u64> = HashMap::new();
+    let mut folded: HashMap<String, u64> = HashMap::default();
     let mut out = StackReport::default();
     for o in &ev.overflows {
         let frames = named(&mut sym, &o.frames);

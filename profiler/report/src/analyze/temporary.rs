@@ -2,7 +2,7 @@
 //! allocated it before that thread allocated anything else. They hold no memory but
 //! cost allocator time: the churn a flamegraph of `flame-temporary.svg` shows.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Counts temporary allocations per site during the pass.
 #[derive(Debug, Clone, Default)]
@@ -10,6 +10,9 @@ pub struct TemporaryTracker {
     /// Per thread, the address and stack of its latest allocation, until it allocates
     /// again or frees it.
     last: HashMap<u32, (u64, u32)>,
+    /// The last thread looked up and its entry, mirrored: consecutive events of one
+    /// thread (the common case) skip the hash map.
+    cached: Option<(u32, Option<(u64, u32)>)>,
     /// Temporary allocations per stack id.
     pub per_site: HashMap<u32, u64>,
     /// All temporary allocations recorded.
@@ -19,16 +22,35 @@ pub struct TemporaryTracker {
 impl TemporaryTracker {
     /// `thread` allocated `addr` at `stack` (a realloc counts with its new address).
     pub fn alloc(&mut self, thread: u32, addr: u64, stack: u32) {
-        self.last.insert(thread, (addr, stack));
+        self.flush(thread);
+        self.cached = Some((thread, Some((addr, stack))));
+    }
+
+    /// Make `thread` the cached one, writing the previous one back to the map.
+    fn flush(&mut self, thread: u32) {
+        match self.cached {
+            Some((t, _)) if t == thread => {}
+            Some((t, v)) => {
+                match v {
+                    Some(v) => self.last.insert(t, v),
+                    None => self.last.remove(&t),
+                };
+                self.cached = Some((thread, self.last.get(&thread).copied()));
+            }
+            None => self.cached = Some((thread, self.last.get(&thread).copied())),
+        }
     }
 
     /// `thread` freed `addr`.
     pub fn free(&mut self, thread: u32, addr: u64) {
-        if let Some(&(a, stack)) = self.last.get(&thread) {
-            if a == addr {
-                self.last.remove(&thread);
-                *self.per_site.entry(stack).or_default() += 1;
-                self.total += 1;
+        self.flush(thread);
+        if let Some((_, entry)) = &mut self.cached {
+            if let Some((a, stack)) = *entry {
+                if a == addr {
+                    *entry = None;
+                    *self.per_site.entry(stack).or_default() += 1;
+                    self.total += 1;
+                }
             }
         }
     }

@@ -74,7 +74,131 @@ pub struct ReadStatus {
 }
 
 /// Events of one thread not yet released, in the thread's (increasing) seq order.
-type Queue = VecDeque<(u64, Event)>;
+type Queue = VecDeque<Held>;
+
+/// An event as the reader holds it between decoding and `next_event`: allocations and
+/// frees (nearly every event of a trace) in a compact form, 48 bytes instead of the
+/// [`Event`]'s size, every other kind boxed. Events are moved twice on their way (into
+/// the merge queue, into the ready queue), and the merge queue holds a whole recorder
+/// round of them: its size is the memory traffic of the reader.
+enum Held {
+    Alloc {
+        seq: u64,
+        time_ns: u64,
+        addr: u64,
+        size: u64,
+        depth: u64,
+        thread: u32,
+        stack: u32,
+    },
+    Free {
+        seq: u64,
+        time_ns: u64,
+        addr: u64,
+        thread: u32,
+    },
+    Other {
+        seq: u64,
+        event: Box<Event>,
+    },
+}
+
+impl Held {
+    /// Wrap an event whose place in the order is `seq` (0 for events not merged).
+    #[inline]
+    fn new(seq: u64, e: Event) -> Held {
+        match e {
+            Event::Alloc {
+                seq,
+                time_ns,
+                thread,
+                addr,
+                size,
+                stack,
+                depth,
+            } => Held::Alloc {
+                seq,
+                time_ns,
+                addr,
+                size,
+                depth,
+                thread,
+                stack,
+            },
+            Event::Free {
+                seq,
+                time_ns,
+                thread,
+                addr,
+            } => Held::Free {
+                seq,
+                time_ns,
+                addr,
+                thread,
+            },
+            e => Held::Other {
+                seq,
+                event: Box::new(e),
+            },
+        }
+    }
+
+    #[inline]
+    fn seq(&self) -> u64 {
+        match *self {
+            Held::Alloc { seq, .. } | Held::Free { seq, .. } | Held::Other { seq, .. } => seq,
+        }
+    }
+
+    #[inline]
+    fn set_time(&mut self, t: u64) {
+        match self {
+            Held::Alloc { time_ns, .. } | Held::Free { time_ns, .. } => *time_ns = t,
+            Held::Other { event, .. } => set_time(event, t),
+        }
+    }
+
+    #[inline]
+    fn into_event(self) -> Event {
+        match self {
+            Held::Alloc {
+                seq,
+                time_ns,
+                addr,
+                size,
+                depth,
+                thread,
+                stack,
+            } => Event::Alloc {
+                seq,
+                time_ns,
+                thread,
+                addr,
+                size,
+                stack,
+                depth,
+            },
+            Held::Free {
+                seq,
+                time_ns,
+                addr,
+                thread,
+            } => Event::Free {
+                seq,
+                time_ns,
+                thread,
+                addr,
+            },
+            Held::Other { event, .. } => *event,
+        }
+    }
+}
+
+impl From<Event> for Held {
+    fn from(e: Event) -> Held {
+        Held::new(0, e)
+    }
+}
 
 #[derive(Default)]
 struct ThreadStream {
@@ -97,7 +221,7 @@ pub struct TraceReader<R> {
     heads: BinaryHeap<Reverse<(u64, u32)>>,
     /// The thread whose chunk is being decoded.
     current_thread: u32,
-    ready: VecDeque<Event>,
+    ready: VecDeque<Held>,
     rounds: VecDeque<(u64, u64)>,
     released_below: u64,
     trailer: Option<Event>,
@@ -237,7 +361,7 @@ impl<R: Read> TraceReader<R> {
     pub fn next_event(&mut self) -> Result<Option<Event>, ReadError> {
         loop {
             if let Some(e) = self.ready.pop_front() {
-                return Ok(Some(e));
+                return Ok(Some(e.into_event()));
             }
             if self.done {
                 return Ok(None);
@@ -248,11 +372,36 @@ impl<R: Read> TraceReader<R> {
         }
     }
 
+    /// Append up to `max` next events (in global order) to `out`; returns how many, 0 at
+    /// the end of the usable trace. The same events as [`Self::next_event`] gives one at
+    /// a time, with less overhead per event.
+    pub fn next_events(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, ReadError> {
+        let mut n = 0;
+        while n < max {
+            if self.ready.is_empty() {
+                if self.done {
+                    break;
+                }
+                if !self.read_chunk()? {
+                    self.finish();
+                }
+                continue;
+            }
+            let take = (max - n).min(self.ready.len());
+            out.reserve(take);
+            for held in self.ready.drain(..take) {
+                out.push(held.into_event());
+            }
+            n += take;
+        }
+        Ok(n)
+    }
+
     fn finish(&mut self) {
         self.done = true;
         self.release(u64::MAX);
         if let Some(t) = self.trailer.take() {
-            self.ready.push_back(t);
+            self.ready.push_back(t.into());
         }
     }
 
@@ -310,17 +459,32 @@ impl<R: Read> TraceReader<R> {
     fn decode_chunk(&mut self, chunk: &[u8]) -> Result<(), Short> {
         let mut r = SliceReader::new(chunk);
         let source = u32::try_from(r.uvar()?).map_err(|_| Short)?;
+        if source == 0 {
+            while !r.at_end() {
+                let k = r.u8()?;
+                let body = r.str()?;
+                self.decode_global(k, &mut SliceReader::new(body))?;
+            }
+            return Ok(());
+        }
+        // The thread's state and queue, looked up once per chunk instead of per record
+        // (no release happens inside a thread's chunk: rounds come in global chunks).
+        self.current_thread = source;
+        let mut ts = self.threads.remove(&source).unwrap_or_default();
+        let mut q = self.queues.remove(&source).unwrap_or_default();
+        let mut result = Ok(());
         while !r.at_end() {
-            let k = r.u8()?;
-            let body = r.str()?;
-            let mut b = SliceReader::new(body);
-            if source == 0 {
-                self.decode_global(k, &mut b)?;
-            } else {
-                self.decode_thread(source, k, &mut b)?;
+            let step = r.u8().and_then(|k| Ok((k, r.str()?)));
+            result = step.and_then(|(k, body)| {
+                self.decode_thread(&mut ts, &mut q, source, k, &mut SliceReader::new(body))
+            });
+            if result.is_err() {
+                break;
             }
         }
-        Ok(())
+        self.threads.insert(source, ts);
+        self.queues.insert(source, q);
+        result
     }
 
     fn decode_global(&mut self, k: u8, b: &mut SliceReader<'_>) -> Result<(), Short> {
@@ -334,12 +498,15 @@ impl<R: Read> TraceReader<R> {
                     segments.push((b.uvar()?, b.uvar()?));
                 }
                 let build_id = b.str()?.to_vec();
-                self.ready.push_back(Event::Module(Module {
-                    path,
-                    bias,
-                    segments,
-                    build_id,
-                }));
+                self.ready.push_back(
+                    Event::Module(Module {
+                        path,
+                        bias,
+                        segments,
+                        build_id,
+                    })
+                    .into(),
+                );
             }
             kind::ROUND => {
                 let time = b.uvar()?;
@@ -357,15 +524,16 @@ impl<R: Read> TraceReader<R> {
             kind::RSS => {
                 let time_ns = b.uvar()?;
                 let rss_bytes = b.uvar()?;
-                self.ready.push_back(Event::Rss { time_ns, rss_bytes });
+                self.ready
+                    .push_back(Event::Rss { time_ns, rss_bytes }.into());
             }
             kind::COUNTERS => {
                 let c = parse_counters(b)?;
-                self.ready.push_back(Event::Counters(c));
+                self.ready.push_back(Event::Counters(c).into());
             }
             kind::LOST => {
                 let count = b.uvar()?;
-                self.ready.push_back(Event::Lost { count });
+                self.ready.push_back(Event::Lost { count }.into());
             }
             kind::TRAILER => {
                 let counters = parse_counters(b)?;
@@ -376,62 +544,51 @@ impl<R: Read> TraceReader<R> {
             }
             kind::STACK_OVERFLOW => {
                 let o = super::fatal::overflow_parse(b)?;
-                self.ready.push_back(Event::StackOverflow(o));
+                self.ready.push_back(Event::StackOverflow(o).into());
             }
             kind::CRASH => {
                 let c = super::fatal::crash_parse(b)?;
-                self.ready.push_back(Event::Crash(c));
+                self.ready.push_back(Event::Crash(c).into());
             }
             kind::PANIC => {
                 let p = super::fatal::panic_parse(b)?;
-                self.ready.push_back(Event::Panic(p));
+                self.ready.push_back(Event::Panic(p).into());
             }
             kind::STACK_MAX => {
                 let m = super::fatal::stack_max_parse(b)?;
-                self.ready.push_back(Event::StackMax(m));
+                self.ready.push_back(Event::StackMax(m).into());
             }
             kind::SEGMENTS => {
                 let s = crate::stack::segments::Segments::parse(b)?;
-                self.ready.push_back(Event::Segments(s));
+                self.ready.push_back(Event::Segments(s).into());
             }
             _ => self.status.skipped_records += 1,
         }
         Ok(())
     }
 
-    fn global_stack(&mut self, thread: u32, local: u64) -> u32 {
-        if local == 0 {
-            return 0;
-        }
-        // An id the thread never defined (should not happen) maps to "no stack".
-        self.threads
-            .get(&thread)
-            .and_then(|t| t.stacks.get(&local).copied())
-            .unwrap_or(0)
-    }
-
     /// Hold back an event of the thread being decoded until a watermark passes it.
-    fn push(&mut self, seq: u64, event: Event) {
+    #[inline]
+    fn push(&mut self, q: &mut Queue, seq: u64, event: Event) {
+        let mut held = Held::new(seq, event);
         if seq < self.released_below {
             self.status.late_events += 1;
-            let mut event = event;
-            set_time(&mut event, self.time_of(seq));
-            self.ready.push_back(event);
+            held.set_time(self.time_of(seq));
+            self.ready.push_back(held);
             return;
         }
         let thread = self.current_thread;
-        let q = self.queues.entry(thread).or_default();
         match q.back() {
             None => {
                 self.heads.push(Reverse((seq, thread)));
-                q.push_back((seq, event));
+                q.push_back(held);
             }
-            Some(&(last, _)) if last <= seq => q.push_back((seq, event)),
+            Some(last) if last.seq() <= seq => q.push_back(held),
             // A thread's numbers only grow; keep the order anyway if one ever does not.
             Some(_) => {
-                let at = q.partition_point(|&(s, _)| s <= seq);
+                let at = q.partition_point(|h| h.seq() <= seq);
                 let new_front = at == 0;
-                q.insert(at, (seq, event));
+                q.insert(at, held);
                 if new_front {
                     self.heads.push(Reverse((seq, thread)));
                 }
@@ -439,9 +596,14 @@ impl<R: Read> TraceReader<R> {
         }
     }
 
-    fn decode_thread(&mut self, thread: u32, k: u8, b: &mut SliceReader<'_>) -> Result<(), Short> {
-        self.current_thread = thread;
-        let ts = self.threads.entry(thread).or_default();
+    fn decode_thread(
+        &mut self,
+        ts: &mut ThreadStream,
+        q: &mut Queue,
+        thread: u32,
+        k: u8,
+        b: &mut SliceReader<'_>,
+    ) -> Result<(), Short> {
         let st = &mut ts.state;
         match k {
             kind::ALLOC => {
@@ -451,8 +613,9 @@ impl<R: Read> TraceReader<R> {
                 let size = b.uvar()?;
                 let local = b.uvar()?;
                 let depth = b.uvar()?;
-                let stack = self.global_stack(thread, local);
+                let stack = global_stack(&ts.stacks, local);
                 self.push(
+                    q,
                     seq,
                     Event::Alloc {
                         seq,
@@ -470,6 +633,7 @@ impl<R: Read> TraceReader<R> {
                 st.addr = st.addr.wrapping_add(b.svar()? as u64);
                 let (seq, addr) = (st.seq, st.addr);
                 self.push(
+                    q,
                     seq,
                     Event::Free {
                         seq,
@@ -490,8 +654,9 @@ impl<R: Read> TraceReader<R> {
                 let new_size = b.uvar()?;
                 let local = b.uvar()?;
                 let depth = b.uvar()?;
-                let stack = self.global_stack(thread, local);
+                let stack = global_stack(&ts.stacks, local);
                 self.push(
+                    q,
                     seq,
                     Event::Realloc {
                         seq,
@@ -513,8 +678,9 @@ impl<R: Read> TraceReader<R> {
                 let size = b.uvar()?;
                 let local = b.uvar()?;
                 let depth = b.uvar()?;
-                let stack = self.global_stack(thread, local);
+                let stack = global_stack(&ts.stacks, local);
                 self.push(
+                    q,
                     seq,
                     Event::AllocFailed {
                         seq,
@@ -534,8 +700,9 @@ impl<R: Read> TraceReader<R> {
                 let depth = b.uvar()?;
                 let live_bytes = b.svar()?;
                 let limit_bytes = b.uvar()?;
-                let stack = self.global_stack(thread, local);
+                let stack = global_stack(&ts.stacks, local);
                 self.push(
+                    q,
                     seq,
                     Event::Oom {
                         seq,
@@ -554,6 +721,7 @@ impl<R: Read> TraceReader<R> {
                 let seq = st.seq;
                 let name = b.string()?;
                 self.push(
+                    q,
                     seq,
                     Event::Mark {
                         seq,
@@ -567,7 +735,8 @@ impl<R: Read> TraceReader<R> {
                 let id = b.uvar()?;
                 let parent = b.uvar()?;
                 let name = b.string()?;
-                self.ready.push_back(Event::SpanDef { id, parent, name });
+                self.ready
+                    .push_back(Event::SpanDef { id, parent, name }.into());
             }
             kind::SPAN_ENTER | kind::SPAN_EXIT => {
                 st.seq = st.seq.wrapping_add(b.uvar()?);
@@ -588,7 +757,7 @@ impl<R: Read> TraceReader<R> {
                         span,
                     }
                 };
-                self.push(seq, e);
+                self.push(q, seq, e);
             }
             kind::STACK_DEF => {
                 let local = b.uvar()?;
@@ -607,13 +776,9 @@ impl<R: Read> TraceReader<R> {
                 let next = self.interned.len() as u32 + 1;
                 let id = *self.interned.entry(frames.clone()).or_insert(next);
                 if id == next {
-                    self.ready.push_back(Event::Stack { id, frames });
+                    self.ready.push_back(Event::Stack { id, frames }.into());
                 }
-                self.threads
-                    .entry(thread)
-                    .or_default()
-                    .stacks
-                    .insert(local, id);
+                ts.stacks.insert(local, id);
             }
             kind::THREAD_START => {
                 let os_tid = b.uvar()? as u32;
@@ -621,18 +786,22 @@ impl<R: Read> TraceReader<R> {
                 let stack_top = b.uvar()?;
                 let stack_size = b.uvar()?;
                 let time_ns = b.uvar()?;
-                self.ready.push_back(Event::Thread(ThreadInfo {
-                    thread,
-                    os_tid,
-                    name,
-                    stack_top,
-                    stack_size,
-                    time_ns,
-                }));
+                self.ready.push_back(
+                    Event::Thread(ThreadInfo {
+                        thread,
+                        os_tid,
+                        name,
+                        stack_top,
+                        stack_size,
+                        time_ns,
+                    })
+                    .into(),
+                );
             }
             kind::THREAD_END => {
                 let time_ns = b.uvar()?;
-                self.ready.push_back(Event::ThreadEnd { thread, time_ns });
+                self.ready
+                    .push_back(Event::ThreadEnd { thread, time_ns }.into());
             }
             _ => self.status.skipped_records += 1,
         }
@@ -642,20 +811,14 @@ impl<R: Read> TraceReader<R> {
     /// Time of the event with this seq, interpolated between the rounds around it.
     fn time_of(&self, seq: u64) -> u64 {
         let i = self.rounds.partition_point(|&(s, _)| s <= seq);
-        match (
-            i.checked_sub(1).and_then(|j| self.rounds.get(j)),
-            self.rounds.get(i),
-        ) {
-            (Some(&(s0, t0)), Some(&(s1, t1))) if s1 > s0 && s1 != u64::MAX => {
-                t0 + ((t1 - t0) as u128 * (seq - s0) as u128 / (s1 - s0) as u128) as u64
-            }
-            (Some(&(_, t0)), _) => t0,
-            (None, Some(&(_, t1))) => t1,
-            (None, None) => 0,
-        }
+        time_at(&self.rounds, i, seq)
     }
 
     /// Move every held-back event with `seq < below` to the output, in seq order.
+    ///
+    /// The heap holds one entry per thread; a thread's queue is drained in one run up to
+    /// the next thread's first seq, so a single busy thread costs no heap operation per
+    /// event.
     fn release(&mut self, below: u64) {
         while let Some(&Reverse((seq, thread))) = self.heads.peek() {
             if seq >= below {
@@ -663,20 +826,32 @@ impl<R: Read> TraceReader<R> {
             }
             self.heads.pop();
             let q = self.queues.get_mut(&thread).expect("a head has a queue");
-            let Some((s, mut event)) = q.pop_front() else {
-                continue;
-            };
-            if s != seq {
-                // A stale head (the queue's front changed by an out-of-order insert).
-                q.push_front((s, event));
-                self.heads.push(Reverse((s, thread)));
-                continue;
+            match q.front().map(Held::seq) {
+                None => continue,
+                Some(s) if s != seq => {
+                    // A stale head (the queue's front changed by an out-of-order insert).
+                    self.heads.push(Reverse((s, thread)));
+                    continue;
+                }
+                Some(_) => {}
             }
-            if let Some(&(next, _)) = q.front() {
-                self.heads.push(Reverse((next, thread)));
+            // Drain while this thread stays first in the global order.
+            let next = self.heads.peek().map(|&Reverse(h)| h);
+            let mut round = self.rounds.partition_point(|&(s, _)| s <= seq);
+            while let Some(s) = q.front().map(Held::seq) {
+                if s >= below || next.is_some_and(|h| (s, thread) > h) {
+                    break;
+                }
+                let mut held = q.pop_front().expect("front exists");
+                while round < self.rounds.len() && self.rounds[round].0 <= s {
+                    round += 1;
+                }
+                held.set_time(time_at(&self.rounds, round, s));
+                self.ready.push_back(held);
             }
-            set_time(&mut event, self.time_of(seq));
-            self.ready.push_back(event);
+            if let Some(front) = q.front().map(Held::seq) {
+                self.heads.push(Reverse((front, thread)));
+            }
         }
         self.released_below = self.released_below.max(below);
         // Rounds entirely before the oldest event still to come are no longer needed.
@@ -688,6 +863,33 @@ impl<R: Read> TraceReader<R> {
         while self.rounds.len() > 2 && self.rounds[1].0 <= keep_from {
             self.rounds.pop_front();
         }
+    }
+}
+
+/// The global id of a thread's local stack id; 0 for none (or, should it happen, an id
+/// the thread never defined).
+#[inline]
+fn global_stack(stacks: &HashMap<u64, u32>, local: u64) -> u32 {
+    if local == 0 {
+        return 0;
+    }
+    stacks.get(&local).copied().unwrap_or(0)
+}
+
+/// Time of the event `seq`, given `i`: the number of rounds whose seq is `<= seq`.
+fn time_at(rounds: &VecDeque<(u64, u64)>, i: usize, seq: u64) -> u64 {
+    match (i.checked_sub(1).and_then(|j| rounds.get(j)), rounds.get(i)) {
+        (Some(&(s0, t0)), Some(&(s1, t1))) if s1 > s0 && s1 != u64::MAX => {
+            // u64 arithmetic when the product fits (always, in practice): a u128
+            // division is a library call, several times slower.
+            t0 + match (t1 - t0).checked_mul(seq - s0) {
+                Some(p) => p / (s1 - s0),
+                None => ((t1 - t0) as u128 * (seq - s0) as u128 / (s1 - s0) as u128) as u64,
+            }
+        }
+        (Some(&(_, t0)), _) => t0,
+        (None, Some(&(_, t1))) => t1,
+        (None, None) => 0,
     }
 }
 
