@@ -22,10 +22,9 @@ fn workload() -> Vec<Box<[u8]>> {
     keep
 }
 
-#[test]
-fn events_match_counters() {
-    let _turn = SESSION.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = std::env::temp_dir().join(format!("stackheap-rt-{}", std::process::id()));
+/// Profile `workload()` from code into a fresh trace; returns its path.
+fn profile_workload(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("stackheap-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("t.trace");
     let _ = std::fs::remove_file(&path);
@@ -36,6 +35,13 @@ fn events_match_counters() {
     let keep = workload();
     let path = p.stop().unwrap();
     drop(keep);
+    path
+}
+
+#[test]
+fn events_match_counters() {
+    let _turn = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+    let path = profile_workload("rt");
 
     let mut r = TraceReader::open(&path).unwrap();
     let (mut allocs, mut frees, mut reallocs, mut bytes) = (0u64, 0u64, 0u64, 0u64);
@@ -108,17 +114,7 @@ fn second_start_is_refused() {
 #[test]
 fn stacks_name_the_caller() {
     let _turn = SESSION.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = std::env::temp_dir().join(format!("stackheap-rt2-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("t.trace");
-    let _ = std::fs::remove_file(&path);
-    let p = stackheap::Profiler::builder()
-        .trace_path(&path)
-        .start()
-        .unwrap();
-    let keep = workload();
-    let path = p.stop().unwrap();
-    drop(keep);
+    let path = profile_workload("rt2");
     assert_eq!(
         stackheap::Unwinder::FramePointers,
         stackheap::stack::unwind::get(),
