@@ -73,6 +73,15 @@ pub fn sh_workload(kind: &str, trace: &std::path::Path, extra: &[&str]) -> Strin
     run_ok("sh_workload", &args)
 }
 
+/// The trace `stackheap run --out DIR` wrote into `dir`.
+pub fn trace_in(dir: &std::path::Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .expect("read the run's directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "trace"))
+        .unwrap_or_else(|| panic!("no trace in {}", dir.display()))
+}
+
 /// A fresh, empty directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("stackheap-test-{}-{}", name, std::process::id()));

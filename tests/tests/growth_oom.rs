@@ -75,11 +75,7 @@ fn growth_cache_is_the_top_suspect_and_tops_the_diff() {
     }
     assert!(out.join("growth.svg").is_file());
 
-    let trace = std::fs::read_dir(&out)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "trace"))
-        .expect("trace");
+    let trace = stackheap_tests::trace_in(&out);
     let d = out.join("diff");
     let o = Command::new(bin("stackheap"))
         .args(["diff", "--from", "warmup", "--to", "end", "--out"])

@@ -16,11 +16,7 @@ fn leaks_lists_every_leak_site_with_its_function() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let trace = std::fs::read_dir(&out)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "trace"))
-        .expect("trace");
+    let trace = stackheap_tests::trace_in(&out);
     let o = Command::new(bin("stackheap"))
         .args(["leaks", "--top", "50"])
         .arg(&trace)

@@ -22,11 +22,7 @@ fn leak_trace(name: &str) -> (PathBuf, PathBuf) {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let trace = std::fs::read_dir(&out)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "trace"))
-        .unwrap();
+    let trace = stackheap_tests::trace_in(&out);
     (trace, out)
 }
 

@@ -411,11 +411,7 @@ fn pprof_profile_reads_in_go_tool_pprof() {
 #[test]
 fn report_format_flag_writes_one_file() {
     let (out, _) = leak_report();
-    let trace = std::fs::read_dir(out)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "trace"))
-        .expect("a trace in the run's directory");
+    let trace = stackheap_tests::trace_in(out);
     for (format, file) in [
         ("dhat", "dhat-heap.json"),
         ("pprof", "profile.pb.gz"),
@@ -470,11 +466,7 @@ fn html_of_ten_million_events_is_small() {
     );
 
     // Reading this (large) trace again: a progress bar on a terminal, nothing on a pipe.
-    let trace = std::fs::read_dir(&out)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "trace"))
-        .expect("the run's trace");
+    let trace = stackheap_tests::trace_in(&out);
     let piped = Command::new(bin("stackheap"))
         .args(["report", "--format", "html", "--out"])
         .arg(out.join("piped"))

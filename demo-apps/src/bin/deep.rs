@@ -9,13 +9,15 @@
 //! the deepest level (a lower bound of what a profiler must report: the real stack top
 //! lies a little above the first).
 //!
-//! Usage: `deep [--bytes 1MiB] [--frame 512] [--hold-ms 50] [--thread-stack BYTES]`.
+//! Usage: `deep [--bytes 1m] [--hold-ms 50] [--thread-stack BYTES]`.
 
 #[global_allocator]
 static GLOBAL: stackheap::StackHeap = stackheap::StackHeap::system();
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+
+use stackheap_demos::{Args, Flag};
 
 #[inline(always)]
 fn sp() -> usize {
@@ -75,30 +77,35 @@ fn work(target: usize, hold: Duration) -> (usize, u64) {
     (w.top - w.deepest, w.levels)
 }
 
-fn usage() -> ! {
-    eprintln!("usage: deep [--bytes 1MiB] [--hold-ms 50] [--thread-stack BYTES]");
-    std::process::exit(2)
-}
+const FLAGS: &[Flag] = &[
+    Flag {
+        name: "bytes",
+        default: 1 << 20,
+        help: "how deep to recurse, in bytes of stack",
+    },
+    Flag {
+        name: "hold-ms",
+        default: 50,
+        help: "how long to stay at the deepest point (for the sampler)",
+    },
+    Flag {
+        name: "thread-stack",
+        default: 0,
+        help: "run on a thread with a stack of this size (0 = main thread)",
+    },
+];
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut bytes = 1u64 << 20;
-    let mut hold_ms = 50;
-    let mut thread_stack = 0u64;
-    let mut i = 0;
-    while i < args.len() {
-        let v = args
-            .get(i + 1)
-            .and_then(|v| stackheap_demos::parse_number(v).ok())
-            .unwrap_or_else(|| usage());
-        match args[i].as_str() {
-            "--bytes" => bytes = v,
-            "--hold-ms" => hold_ms = v,
-            "--thread-stack" => thread_stack = v,
-            _ => usage(),
-        }
-        i += 2;
-    }
+    let args = Args::parse_or_exit(
+        "deep",
+        "a recursion that goes deep and returns: the stack's high-water mark",
+        FLAGS,
+    );
+    let (bytes, hold_ms, thread_stack) = (
+        args.get("bytes"),
+        args.get("hold-ms"),
+        args.get("thread-stack"),
+    );
     let hold = Duration::from_millis(hold_ms);
     let (depth, levels) = if thread_stack > 0 {
         std::thread::Builder::new()

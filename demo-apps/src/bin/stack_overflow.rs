@@ -14,6 +14,8 @@ static GLOBAL: stackheap::StackHeap = stackheap::StackHeap::system();
 
 use std::hint::black_box;
 
+use stackheap_demos::{Args, Flag};
+
 /// One level of the unbounded recursion: a frame of at least `N` bytes.
 #[inline(never)]
 #[allow(unconditional_recursion)]
@@ -57,26 +59,35 @@ fn run(mode: &str, frame: u64, kib: u64) -> u64 {
     r + *b
 }
 
+const FLAGS: &[Flag] = &[
+    Flag {
+        name: "frame",
+        default: 256,
+        help: "bytes of each recursive frame: 64, 256 or 1024 (recurse)",
+    },
+    Flag {
+        name: "kib",
+        default: 16384,
+        help: "size of the stack array in KiB: 1024, 4096, 16384 or 65536 (array)",
+    },
+    Flag {
+        name: "thread-stack",
+        default: 0,
+        help: "run on a thread with a stack of this size (0 = main thread)",
+    },
+];
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mode = args.first().cloned().unwrap_or_else(|| usage());
-    let mut frame = 256;
-    let mut kib = 16384;
-    let mut thread_stack = 0u64;
-    let mut i = 1;
-    while i < args.len() {
-        let v = args
-            .get(i + 1)
-            .and_then(|v| stackheap_demos::parse_number(v).ok())
-            .unwrap_or_else(|| usage());
-        match args[i].as_str() {
-            "--frame" => frame = v,
-            "--kib" => kib = v,
-            "--thread-stack" => thread_stack = v,
-            _ => usage(),
-        }
-        i += 2;
-    }
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let Some(mode) = argv.first().cloned() else {
+        usage()
+    };
+    // The subcommand first, then the numeric flags the demos' parser reads.
+    let args = match Args::parse_from(&argv[1..], FLAGS) {
+        Ok(Some(a)) => a,
+        Ok(None) | Err(_) => usage(),
+    };
+    let (frame, kib, thread_stack) = (args.get("frame"), args.get("kib"), args.get("thread-stack"));
     println!(
         "stack_overflow: {mode} (frame {frame} bytes, array {kib} KiB) on {}",
         if thread_stack > 0 {
