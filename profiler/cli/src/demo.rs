@@ -186,6 +186,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             stack_hz: stackheap::record::session::DEFAULT_STACK_HZ,
             no_report: false,
             follow_forks: false,
+            live: false,
             command,
         };
         let (outcome, stdout) = record(&run, true)?;

@@ -3,6 +3,8 @@
 //! The CLI owns processes, files, logging and exit codes; the work itself is done by
 //! the `stackheap` (trace format) and `stackheap-report` libraries.
 
+mod attach;
+mod attach_tui;
 mod demo;
 mod diff;
 mod formats;
@@ -87,6 +89,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Send a trace's heap profile (pprof) to a Pyroscope server's HTTP ingest API.
     Push(push::PushArgs),
+    /// Watch a running program (started with `run --live` or STACKHEAP_LIVE=1): a live
+    /// terminal view, or one live-heap flamegraph with --snapshot DIR.
+    Attach(attach::AttachArgs),
 }
 
 fn main() -> ExitCode {
@@ -212,6 +217,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Dump { trace } => dump(&trace),
         Command::Demo(args) => demo::demo(args),
         Command::Push(args) => push::push(args),
+        Command::Attach(args) => attach::attach(args),
     }
 }
 

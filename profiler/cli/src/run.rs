@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// never followed.
     #[arg(long)]
     pub follow_forks: bool,
+    /// Serve the live-attach socket while the program runs, for `stackheap attach PID`
+    /// (the same as STACKHEAP_LIVE=1).
+    #[arg(long)]
+    pub live: bool,
     /// The program and its arguments.
     #[arg(
         required = true,
@@ -121,6 +125,9 @@ pub fn record(args: &RunArgs, capture: bool) -> Result<(RunOutcome, Vec<u8>)> {
     if args.follow_forks {
         cmd.env("STACKHEAP_FOLLOW_FORKS", "1");
     }
+    if args.live {
+        cmd.env("STACKHEAP_LIVE", "1");
+    }
     if capture {
         cmd.stdout(std::process::Stdio::piped());
     }
@@ -140,6 +147,9 @@ pub fn record(args: &RunArgs, capture: bool) -> Result<(RunOutcome, Vec<u8>)> {
         _ => anyhow::anyhow!("cannot run {program:?}: {e}"),
     })?;
     let pid = child.id();
+    if args.live {
+        eprintln!("stackheap: watch it live with: stackheap attach {pid}");
+    }
     // While the child runs, Ctrl-C is for the child: we stay to write its report.
     // SAFETY: setting a signal disposition to "ignore" has no preconditions.
     unsafe {

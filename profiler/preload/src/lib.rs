@@ -147,6 +147,7 @@ fn scrub_env() {
         c"STACKHEAP_LIMIT",
         c"STACKHEAP_STACK_HZ",
         c"STACKHEAP_UNWIND",
+        c"STACKHEAP_LIVE",
     ] {
         // SAFETY: unsetenv with a NUL-terminated name.
         unsafe { libc::unsetenv(name.as_ptr()) };

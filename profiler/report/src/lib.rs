@@ -20,6 +20,7 @@
 //! counters record if the process died) and per-site figures are unbiased estimates.
 
 pub mod analyze;
+pub mod follow;
 pub mod render;
 pub mod select;
 pub mod symbolize;

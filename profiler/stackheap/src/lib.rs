@@ -21,7 +21,8 @@
 //! starts profiling; `STACKHEAP_SAMPLE=bytes` (default 1 = every allocation, 0 =
 //! counters only, e.g. `512KiB` = Poisson sampling with that mean); `STACKHEAP_UNWIND=
 //! fp|backtrace` forces an unwinder; `STACKHEAP_LIMIT=256MiB` sets a heap limit
-//! (simulated out-of-memory, see [`alloc::limit`]).
+//! (simulated out-of-memory, see [`alloc::limit`]); `STACKHEAP_LIVE=1` serves the
+//! live-attach socket for `stackheap attach PID` (see [`control`]).
 //!
 //! [`mark`] writes a named point in time that the reports can select
 //! (`stackheap diff TRACE --from warmup --to end`).
@@ -31,6 +32,7 @@
 //! [`format`] is the trace contract shared with the readers.
 
 pub mod alloc;
+pub mod control;
 pub mod format;
 mod mark;
 mod profiler;

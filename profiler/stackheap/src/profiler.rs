@@ -43,6 +43,7 @@ pub struct ProfilerBuilder {
     unwinder: Option<Unwinder>,
     limit: u64,
     stack_hz: u32,
+    live: bool,
 }
 
 impl Default for ProfilerBuilder {
@@ -53,6 +54,7 @@ impl Default for ProfilerBuilder {
             unwinder: None,
             limit: 0,
             stack_hz: session::DEFAULT_STACK_HZ,
+            live: false,
         }
     }
 }
@@ -92,6 +94,13 @@ impl ProfilerBuilder {
         self
     }
 
+    /// Serve the live-attach socket while the session runs, for `stackheap attach PID`
+    /// (default off; the same as `STACKHEAP_LIVE=1`; see [`crate::control`]).
+    pub fn live(mut self, on: bool) -> Self {
+        self.live = on;
+        self
+    }
+
     /// Start profiling. Fails if a session runs, the file cannot be created, or
     /// `StackHeap` is not the global allocator.
     pub fn start(self) -> Result<Profiler, Error> {
@@ -101,6 +110,7 @@ impl ProfilerBuilder {
             unwinder,
             limit,
             stack_hz,
+            live,
         } = self;
         let cfg = SessionConfig {
             trace_path: session::expand_path(&trace_path.to_string_lossy()),
@@ -108,6 +118,7 @@ impl ProfilerBuilder {
             unwinder,
             limit,
             stack_hz,
+            live,
         };
         // Everything allocated before the session must outlive it or be freed now: a
         // free of an older block during the session would lower the live counters.

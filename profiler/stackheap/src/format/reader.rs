@@ -397,6 +397,46 @@ impl<R: Read> TraceReader<R> {
         Ok(n)
     }
 
+    /// [`Self::next_events`] for a trace that is still being written (live attach):
+    /// where the input ends cleanly at a chunk boundary it returns what the rounds'
+    /// watermarks released so far and keeps the rest held back, without ending the
+    /// trace; call again once the input has grown. A damaged or cut chunk, or a
+    /// trailer, ends the trace as usual ([`Self::is_done`]).
+    pub fn next_events_so_far(
+        &mut self,
+        out: &mut Vec<Event>,
+        max: usize,
+    ) -> Result<usize, ReadError> {
+        let mut n = 0;
+        while n < max {
+            if self.ready.is_empty() {
+                if self.done {
+                    break;
+                }
+                if !self.read_chunk()? {
+                    if self.status.truncated_at.is_some() {
+                        self.finish();
+                        continue;
+                    }
+                    break;
+                }
+                if self.status.has_trailer {
+                    self.finish();
+                }
+                continue;
+            }
+            let take = (max - n).min(self.ready.len());
+            out.extend(self.ready.drain(..take).map(Held::into_event));
+            n += take;
+        }
+        Ok(n)
+    }
+
+    /// True once the end of the usable trace was reached (all events returned or ready).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     fn finish(&mut self) {
         self.done = true;
         self.release(u64::MAX);

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,9 @@ const ROUND_SLEEP: Duration = Duration::from_millis(1);
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// How often the module list is checked for new libraries.
 const MODULES_EVERY: Duration = Duration::from_millis(100);
+/// Length of the trace written so far, header included, always at a chunk boundary:
+/// a reader of the first `COMPLETE_BYTES` bytes sees only whole chunks (live attach).
+pub static COMPLETE_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// The recorder's state; lives on the recorder thread.
 pub struct Recorder {
@@ -55,6 +58,10 @@ impl Recorder {
         page_size: u64,
     ) -> io::Result<Recorder> {
         write_header(&mut file, header)?;
+        COMPLETE_BYTES.store(
+            std::io::Seek::stream_position(&mut file)?,
+            Ordering::Release,
+        );
         let mut r = Recorder {
             file,
             buf: Vec::with_capacity(2 << 20),
@@ -231,8 +238,11 @@ impl Recorder {
             return;
         }
         if self.error.is_none() {
-            if let Err(e) = self.file.write_all(&self.buf) {
-                self.error = Some(e);
+            match self.file.write_all(&self.buf) {
+                Ok(()) => {
+                    COMPLETE_BYTES.fetch_add(self.buf.len() as u64, Ordering::Release);
+                }
+                Err(e) => self.error = Some(e),
             }
         }
         // After a write error the data is dropped, but the program keeps running.

@@ -69,6 +69,8 @@ pub struct SessionConfig {
     pub limit: u64,
     /// Stack-depth sampler rate in Hz (0 = off).
     pub stack_hz: u32,
+    /// Serve the live-attach socket ([`crate::control`]).
+    pub live: bool,
 }
 
 /// Default rate of the stack-depth sampler, Hz.
@@ -174,6 +176,7 @@ pub fn init_from_env() {
         unwinder,
         limit,
         stack_hz,
+        live: getenv(c"STACKHEAP_LIVE").is_some_and(|v| crate::control::env_enabled(&v)),
     };
     STATE.store(idle_state(), Ordering::Release);
     if let Err(e) = start(&cfg) {
@@ -271,6 +274,11 @@ pub fn start(cfg: &SessionConfig) -> Result<(), Error> {
     STATE.store(ACTIVE, Ordering::SeqCst);
     crate::stack::fault::install();
     crate::stack::sampler::start(cfg.stack_hz);
+    if cfg.live {
+        if let Err(e) = crate::control::start(&cfg.trace_path, cfg.sample_rate, cfg.stack_hz) {
+            say(&format!("cannot serve the live-attach socket: {e}"));
+        }
+    }
     if !AT_EXIT_REGISTERED.swap(true, Ordering::AcqRel) {
         // SAFETY: registering plain extern "C" fns; atexit and pthread_atfork copy the
         // pointers.
@@ -299,6 +307,7 @@ pub fn stop() -> Result<(), Error> {
         std::mem::forget(run);
         return Err(Error::NotRunning);
     }
+    crate::control::stop();
     crate::stack::sampler::stop();
     STATE.store(STOPPING, Ordering::SeqCst);
     // Pairs with the RMW in `Slot::begin`: a thread that took its number before this
