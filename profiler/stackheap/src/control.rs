@@ -70,13 +70,28 @@ pub fn env_enabled(value: &str) -> bool {
     )
 }
 
+/// A path from the environment, read with `getenv` (no lock of std's: this runs at
+/// session start, possibly inside the program's first allocation).
+fn env_path(name: &std::ffi::CStr) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: getenv reads the environment; the string is copied at once.
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returns a NUL-terminated string.
+    let bytes = unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes();
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(bytes));
+    path.is_absolute().then_some(path)
+}
+
 /// The directory sockets go in for this process's environment: `$XDG_RUNTIME_DIR` if
-/// it is set to a directory, else the temp dir.
+/// it is set to a directory, else the temp dir (`$TMPDIR`, else `/tmp`).
 pub fn socket_dir() -> PathBuf {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|d| d.is_absolute() && d.is_dir())
-        .unwrap_or_else(std::env::temp_dir)
+    env_path(c"XDG_RUNTIME_DIR")
+        .filter(|d| d.is_dir())
+        .or_else(|| env_path(c"TMPDIR"))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
 /// The socket of process `pid` inside `dir`.
