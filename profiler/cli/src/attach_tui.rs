@@ -24,6 +24,8 @@ use crate::attach::Conn;
 
 /// Seconds of history the chart shows.
 const CHART_SECONDS: f64 = 300.0;
+/// Most trace events read per refresh (a long trace is caught up over several).
+const CATCH_UP_EVENTS: u64 = 2_000_000;
 /// Seconds over which growth is measured.
 const GROWTH_WINDOW_S: u64 = 60;
 
@@ -196,7 +198,7 @@ impl View {
             })
             .unwrap_or_default();
         if let Some(f) = follow {
-            match f.poll(u(&stats, "trace_bytes")) {
+            match f.poll_at_most(u(&stats, "trace_bytes"), CATCH_UP_EVENTS) {
                 Ok(_) => {
                     let name = |f: &mut Follow, s: LiveSite| {
                         let n = f.site_name(s.stack);

@@ -146,9 +146,15 @@ impl Follow {
     /// Read what the writer completed up to byte `complete`; returns the events taken.
     /// Events of the last rounds stay held back until a later round releases them.
     pub fn poll(&mut self, complete: u64) -> Result<u64, ReportError> {
+        self.poll_at_most(complete, u64::MAX)
+    }
+
+    /// [`Self::poll`], taking at most about `max` events (the rest on later calls), so a
+    /// viewer that attaches to a long trace catches up without freezing.
+    pub fn poll_at_most(&mut self, complete: u64, max: u64) -> Result<u64, ReportError> {
         self.limit.fetch_max(complete, Ordering::AcqRel);
         let mut taken = 0u64;
-        loop {
+        while taken < max {
             self.batch.clear();
             let n = self
                 .reader
@@ -395,9 +401,16 @@ const LIBRARY_PREFIXES: &[&str] = &[
 /// The frame a person names a site by: the innermost frame (of `frames`, innermost
 /// first) outside the standard library's and collections' internals, else the innermost.
 pub fn site_label(frames: &[Frame]) -> String {
+    let library = |n: &str| {
+        LIBRARY_PREFIXES.iter().any(|p| n.starts_with(p))
+            || (n.starts_with('<')
+                && [" as alloc::", " as core::", " as std::", " as hashbrown::"]
+                    .iter()
+                    .any(|t| n.contains(t)))
+    };
     frames
         .iter()
-        .find(|f| !LIBRARY_PREFIXES.iter().any(|p| f.name.starts_with(p)))
+        .find(|f| !library(&f.name))
         .or(frames.first())
         .map(|f| f.name.clone())
         .unwrap_or_default()
@@ -496,6 +509,7 @@ mod tests {
         let frames = [
             f("<alloc::raw_vec::RawVecInner>::try_allocate_in"),
             f("<T as alloc::slice::<impl [T]>::to_vec_in::ConvertVec>::to_vec"),
+            f("<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem"),
             f("growth::Service::remember_response"),
             f("growth::main"),
         ];
