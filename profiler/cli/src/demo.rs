@@ -186,6 +186,8 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             stack_hz: stackheap::record::session::DEFAULT_STACK_HZ,
             no_report: false,
             follow_forks: false,
+            pid: None,
+            inject: "auto".into(),
             command,
         };
         let (outcome, stdout) = record(&run, true)?;

@@ -3,9 +3,11 @@
 //! The CLI owns processes, files, logging and exit codes; the work itself is done by
 //! the `stackheap` (trace format) and `stackheap-report` libraries.
 
+mod attach_pid;
 mod demo;
 mod diff;
 mod formats;
+mod inject;
 mod leaks;
 mod preload;
 mod progress;
@@ -30,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a program (linking stackheap, or any dynamically linked one through LD_PRELOAD), record its trace, write and print the report.
+    /// Run a program (linking stackheap, or any dynamically linked one through LD_PRELOAD) or attach to a running one (--pid), record its trace, write and print the report.
     Run(run::RunArgs),
     /// Write the report (summary, flamegraphs, timeline) of a trace.
     Report {
