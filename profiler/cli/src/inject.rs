@@ -226,7 +226,9 @@ fn gdb(pid: i32, lib: &Path, config: &Path) -> Result<i64, GdbError> {
         pid,
         &[
             format!("call (void*)dlopen(\"{lib_s}\", {RTLD_NOW})"),
-            format!("call (int)stackheap_inject_start(\"{cfg_s}\")"),
+            // Through dlsym on the handle: gdb need not have read the new library's
+            // symbols yet.
+            format!("call (int)((int (*)(const char *))dlsym($1, \"stackheap_inject_start\"))(\"{cfg_s}\")"),
         ],
     )
     .map_err(GdbError::Unusable)?;
