@@ -15,8 +15,13 @@
  *   allocations 14, bytes 16396, known frees 10, frees of pre-attach blocks 8,
  *   live at the end 6396 bytes in 4 blocks.
  * Only write(2) and read(2) are used after the attach: no stdio buffer appears.
+ *
+ * With a third argument, a shared library (tests/c/attach_lib.c) is loaded with dlopen
+ * after the attach and its lib_alloc(777) is called and kept: a library loaded after
+ * the attach must be hooked too (dlopen's own allocations make the totals inexact).
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +72,12 @@ int main(int argc, char **argv) {
     void *r = realloc(pre[0], 300);
     for (int i = 1; i < 8; i++) free(pre[i]);
     sink += (unsigned long)m[6] + (unsigned long)m[7] + (unsigned long)a + (unsigned long)r;
+    if (argc > 3) {
+        void *h = dlopen(argv[3], RTLD_NOW);
+        void *(*lib_alloc)(unsigned long) = h ? (void *(*)(unsigned long))dlsym(h, "lib_alloc") : NULL;
+        if (!lib_alloc) return 3;
+        sink += (unsigned long)lib_alloc(777);
+    }
     say("done\n");
 
     read_line();

@@ -21,10 +21,19 @@ const LEAKED_BLOCKS: u64 = 4;
 const TAIL: u64 = 1000;
 
 fn cc(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("c/attach.c");
-    let out = dir.join("attach");
+    cc_one(dir, "attach", &[])
+}
+
+fn cc_one(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("c/{name}.c"));
+    let out = dir.join(if extra.contains(&"-shared") {
+        format!("lib{name}.so")
+    } else {
+        name.to_string()
+    });
     let o = Command::new("cc")
         .args(["-O1", "-g", "-fno-builtin", "-fno-omit-frame-pointer"])
+        .args(extra)
         .arg("-o")
         .arg(&out)
         .arg(&src)
@@ -32,7 +41,7 @@ fn cc(dir: &Path) -> PathBuf {
         .expect("run cc");
     assert!(
         o.status.success(),
-        "cc attach.c failed: {}",
+        "cc {name}.c failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     out
@@ -287,6 +296,35 @@ fn ptrace_attach_to_sleeping_and_spinning_programs_until_exit() {
         let tail_bytes = (0..TAIL).map(|i| 64 + i).sum::<u64>();
         check_heap(&s, ALLOCS + TAIL, BYTES + tail_bytes, KNOWN_FREES + TAIL);
     }
+}
+
+/// A library the program loads after the attach is hooked when it is loaded: its
+/// allocation is in the trace, at its own site.
+#[test]
+fn libraries_loaded_after_the_attach_are_hooked() {
+    let dir = scratch("attach-pid-dlopen");
+    let program = cc(&dir);
+    let lib = cc_one(&dir, "attach_lib", &["-shared", "-fPIC", "-O0"]);
+    let mut t = start_target(&program, &["read", "-", lib.to_str().unwrap()]);
+    let out = dir.join("out");
+    let (mut p, _) = attach(t.pid, &out, &[]);
+    t.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let mut seen = Vec::new();
+    expect_line(&t.out, "done", &mut seen, Duration::from_secs(20));
+    drop(t.stdin.take());
+    expect_line(&t.out, "bye", &mut seen, Duration::from_secs(20));
+    assert!(t.child.wait().expect("wait").success());
+    let (ok, err) = finish(&mut p);
+    assert!(ok, "{err}");
+    let s = summary(&out);
+    let leaks = s["leaks"].as_array().expect("leaks");
+    let from_lib = leaks
+        .iter()
+        .find(|l| l.to_string().contains("lib_alloc"))
+        .unwrap_or_else(|| panic!("no leak in lib_alloc: {leaks:#?}"));
+    assert_eq!(from_lib["leaked_bytes"], 777, "{from_lib:#}");
+    assert_eq!(from_lib["leaked_blocks"], 1, "{from_lib:#}");
+    assert_eq!(s["heap"]["frees_unknown"], PRE_ATTACH_FREES);
 }
 
 /// A pid that does not exist: one line, non-zero exit.

@@ -236,7 +236,7 @@ const OWN_BLOCK: usize = usize::MAX;
 /// Attached: remember a block allocated with the guard held as the profiler's own.
 #[inline(always)]
 fn own_block(p: *mut c_void) {
-    if !p.is_null() && Guard::is_held() && stackheap::record::attach::is_attached() {
+    if stackheap::record::attach::is_attached() && !p.is_null() && Guard::is_held() {
         sizes::insert(p.cast(), OWN_BLOCK);
     }
 }
