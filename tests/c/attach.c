@@ -55,9 +55,18 @@ int main(int argc, char **argv) {
         struct timespec ts = {0, 5 * 1000 * 1000};
         while (access(flag, F_OK) != 0) nanosleep(&ts, NULL);
     } else {
-        for (unsigned long i = 0;; i++) {
+        /* The FPU state must survive the injection: acc lives in an SSE register
+         * through the loop and must still equal the count at the end. */
+        double acc = 0;
+        unsigned long i;
+        for (i = 1;; i++) {
+            acc += 1.0;
             sink = sink * 31 + i;
             if (i % 4000000 == 0 && access(flag, F_OK) == 0) break;
+        }
+        if (acc != (double)i) {
+            say("fpu state lost\n");
+            return 4;
         }
     }
 

@@ -573,6 +573,10 @@ fn ptrace_inject(pid: i32, lib: &Path, config: &Path) -> Result<i64> {
     let saved = get_regs(tid)?;
     let mut fp = get_fp(tid)?;
     tracing::debug!(
+        xstate_bytes = fp.xstate.as_ref().map_or(0, Vec::len),
+        "saved FPU state"
+    );
+    tracing::debug!(
         rip = saved.rip,
         rax = saved.rax as i64,
         orig_rax = saved.orig_rax as i64,
@@ -639,4 +643,33 @@ pub fn write_config(path: &Path, lines: &[(&str, String)]) -> Result<()> {
         writeln!(f, "{k}={v}").with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_dlopen_of_a_running_process_as_its_loader_does() {
+        let me = std::process::id() as i32;
+        let libc_map = mapped(me, |p| p.ends_with("/libc.so.6"))
+            .unwrap()
+            .expect("libc.so.6 mapped");
+        let found = symbol(&libc_map, "dlopen").unwrap().expect("dlopen");
+        // SAFETY: dlsym with a NUL-terminated name.
+        let real = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"dlopen".as_ptr()) } as u64;
+        assert_eq!(found, real);
+        assert!(symbol(&libc_map, "no_such_symbol_here").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_process_that_is_gone_is_one_clear_error() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        let e = ptrace_inject(pid, Path::new("/nonexistent.so"), Path::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has exited"), "{e}");
+    }
 }
