@@ -28,6 +28,8 @@ fn cc_one(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("c/{name}.c"));
     let out = dir.join(if extra.contains(&"-shared") {
         format!("lib{name}.so")
+    } else if extra.iter().any(|e| e.contains("now")) {
+        format!("{name}-now")
     } else {
         name.to_string()
     });
@@ -269,16 +271,19 @@ fn attach_by_pid_records_later_allocations_and_detaches() {
     assert!(st.success(), "{st:?}");
 }
 
-/// The ptrace injector on a target sleeping in nanosleep and on one spinning in user
-/// code; the session ends with the process, and the trace holds everything after the
+/// The ptrace injector on a target sleeping in nanosleep (linked with full RELRO) and on
+/// one spinning in user code (lazy binding); the session ends with the process, and the trace holds everything after the
 /// attach (the 1000 pairs of the tail too).
 #[test]
 fn ptrace_attach_to_sleeping_and_spinning_programs_until_exit() {
     let dir = scratch("attach-pid-modes");
-    let program = cc(&dir);
-    for mode in ["sleep", "spin"] {
+    // Lazy binding (writable .got.plt) and full RELRO (a read-only GOT made writable
+    // for the rewrite).
+    let lazy = cc(&dir);
+    let now = cc_one(&dir, "attach", &["-Wl,-z,now,-z,relro"]);
+    for (mode, program) in [("sleep", &now), ("spin", &lazy)] {
         let flag = dir.join(format!("go-{mode}"));
-        let mut t = start_target(&program, &[mode, flag.to_str().unwrap()]);
+        let mut t = start_target(program, &[mode, flag.to_str().unwrap()]);
         let out = dir.join(format!("out-{mode}"));
         let (mut p, route) = attach(t.pid, &out, &["--inject", "ptrace"]);
         assert_eq!(route, "ptrace");
