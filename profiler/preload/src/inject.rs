@@ -165,9 +165,12 @@ pub unsafe extern "C" fn dlopen(file: *const c_char, flags: c_int) -> *mut c_voi
     h
 }
 
-/// What one walk over the loaded modules does.
+/// What one walk over the loaded modules does. Patching carries each target's global
+/// definition, looked up before the walk: `dlsym` inside the walk's callback would take
+/// the loader's lock while `dl_iterate_phdr` holds its other one (the reverse of
+/// `dlopen`'s order).
 enum Walk<'a> {
-    Patch(&'a mut Vec<Patch>),
+    Patch(&'a mut Vec<Patch>, &'a [usize]),
     Restore(&'a mut Vec<Patch>),
 }
 
@@ -190,8 +193,17 @@ fn phdrs(info: &libc::dl_phdr_info) -> &[libc::Elf64_Phdr] {
 
 /// Rewrite (or restore) the bindings of every loaded module.
 fn patch_all() {
+    let globals: Vec<usize> = targets()
+        .iter()
+        .map(|&(name, _)| {
+            let mut cname = name.to_vec();
+            cname.push(0);
+            // SAFETY: dlsym with a NUL-terminated name.
+            unsafe { libc::dlsym(libc::RTLD_DEFAULT, cname.as_ptr().cast()) as usize }
+        })
+        .collect();
     let mut patches = PATCHES.lock().unwrap_or_else(|e| e.into_inner());
-    let mut walk = Walk::Patch(&mut patches);
+    let mut walk = Walk::Patch(&mut patches, &globals);
     // SAFETY: the callback only reads the loader's structures and writes GOT slots.
     unsafe { libc::dl_iterate_phdr(Some(each_module), (&mut walk as *mut Walk<'_>).cast()) };
 }
@@ -304,17 +316,19 @@ unsafe fn module(info: &libc::dl_phdr_info, walk: &mut Walk<'_>) {
             // SAFETY: st_name is an offset of a NUL-terminated string in the table.
             let name =
                 unsafe { CStr::from_ptr((strtab + sym.name as usize) as *const c_char) }.to_bytes();
-            let Some(&(_, shim)) = targets.iter().find(|(n, _)| *n == name) else {
+            let Some(index) = targets.iter().position(|(n, _)| *n == name) else {
                 continue;
             };
+            let shim = targets[index].1;
             let slot = base.wrapping_add(r.offset as usize);
             // SAFETY: the relocation's target is a pointer-sized, aligned GOT slot of
             // this loaded module.
             let cell = unsafe { &*(slot as *const AtomicUsize) };
             let current = cell.load(Ordering::Acquire);
             match walk {
-                Walk::Patch(patches) => {
-                    if current == shim || !bound_to_glibc(name, current, info, kind) {
+                Walk::Patch(patches, globals) => {
+                    let global = globals.get(index).copied().unwrap_or(0);
+                    if current == shim || !bound_to_glibc(global, current, info, kind) {
                         continue;
                     }
                     // SAFETY: writing a GOT slot of this module (see `write_slot`).
@@ -340,18 +354,12 @@ unsafe fn module(info: &libc::dl_phdr_info, walk: &mut Walk<'_>) {
     }
 }
 
-/// True if a binding holds glibc's function: the global definition of `name` (which
+/// True if a binding holds glibc's function: the global definition of its name (which
 /// the start checked is glibc's), or, for a PLT slot not yet resolved, the module's own
 /// lazy-binding stub. A module bound elsewhere (its own allocator) is left alone.
-fn bound_to_glibc(name: &[u8], current: usize, info: &libc::dl_phdr_info, kind: u64) -> bool {
-    let mut cname = [0u8; 32];
-    if name.len() >= cname.len() {
-        return false;
-    }
-    cname[..name.len()].copy_from_slice(name);
-    // SAFETY: dlsym with a NUL-terminated name.
-    let global = unsafe { libc::dlsym(libc::RTLD_DEFAULT, cname.as_ptr().cast()) } as usize;
-    current == global || (kind == R_X86_64_JUMP_SLOT && module_contains(info, current))
+fn bound_to_glibc(global: usize, current: usize, info: &libc::dl_phdr_info, kind: u64) -> bool {
+    (global != 0 && current == global)
+        || (kind == R_X86_64_JUMP_SLOT && module_contains(info, current))
 }
 
 /// Store `value` in the GOT slot, making its page writable for the moment if it lies
