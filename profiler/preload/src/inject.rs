@@ -218,6 +218,10 @@ fn restore_all() {
     patches.clear();
 }
 
+/// The `dl_iterate_phdr` callback: walk one module unless it is skipped.
+///
+/// # Safety
+/// Called by `dl_iterate_phdr` with a valid `info` and `data` pointing at a [`Walk`].
 unsafe extern "C" fn each_module(
     info: *mut libc::dl_phdr_info,
     _size: usize,
