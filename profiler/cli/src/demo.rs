@@ -187,6 +187,8 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             no_report: false,
             follow_forks: false,
             live: false,
+            pid: None,
+            inject: None,
             command,
         };
         let (outcome, stdout) = record(&run, true)?;

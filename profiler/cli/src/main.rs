@@ -4,10 +4,12 @@
 //! the `stackheap` (trace format) and `stackheap-report` libraries.
 
 mod attach;
+mod attach_pid;
 mod attach_tui;
 mod demo;
 mod diff;
 mod formats;
+mod inject;
 mod leaks;
 mod preload;
 mod progress;
@@ -32,7 +34,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a program (linking stackheap, or any dynamically linked one through LD_PRELOAD), record its trace, write and print the report.
+    /// Run a program (linking stackheap, or any dynamically linked one through LD_PRELOAD) or attach to a running one (--pid), record its trace, write and print the report.
     Run(run::RunArgs),
     /// Write the report (summary, flamegraphs, timeline) of a trace.
     Report {
@@ -110,12 +112,23 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            // One line: clap's first line without its "error: " prefix.
+            // One line: clap's message up to its usage block, without the "error: "
+            // prefix (a message ending in ':' continues with the names it lists).
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
+            let message: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+                .collect();
+            let message = message.join(" ");
+            let message = message.trim_start_matches("error: ");
             eprintln!(
                 "stackheap: error: {} (see stackheap --help)",
-                first.trim_start_matches("error: ")
+                if message.is_empty() {
+                    "invalid arguments"
+                } else {
+                    message
+                }
             );
             return ExitCode::from(2);
         }

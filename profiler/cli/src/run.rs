@@ -39,9 +39,18 @@ pub struct RunArgs {
     /// (the same as STACKHEAP_LIVE=1).
     #[arg(long)]
     pub live: bool,
+    /// Attach to this running process instead of starting one (Linux, needs ptrace
+    /// permission): record its allocations from now until it exits or Ctrl-C, which
+    /// detaches and leaves it running.
+    #[arg(long, value_name = "PID", conflicts_with_all = ["command", "follow_forks", "live"])]
+    pub pid: Option<u32>,
+    /// With --pid: how to load the library into the process: gdb, our own ptrace
+    /// injector, or auto (gdb, then ptrace).
+    #[arg(long, value_parser = ["auto", "gdb", "ptrace"], requires = "pid")]
+    pub inject: Option<String>,
     /// The program and its arguments.
     #[arg(
-        required = true,
+        required_unless_present = "pid",
         trailing_var_arg = true,
         allow_hyphen_values = true,
         value_name = "PROGRAM"
@@ -176,6 +185,12 @@ pub fn record(args: &RunArgs, capture: bool) -> Result<(RunOutcome, Vec<u8>)> {
 
 /// `stackheap run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    if let Some(pid) = args.pid {
+        return crate::attach_pid::run(pid, &args);
+    }
+    if args.inject.is_some() {
+        bail!("--inject chooses how to attach to a running process: it needs --pid");
+    }
     let (outcome, _) = record(&args, false)?;
     let program = &args.command[0];
     eprintln!("stackheap: {program} {}", describe(outcome.status));

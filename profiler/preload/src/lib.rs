@@ -28,6 +28,7 @@
 //!   forked without exec is not followed: the existing fork handler turns it dormant,
 //!   and it keeps allocating through glibc (no lock of ours is held across `fork`).
 
+mod inject;
 mod sizes;
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -125,9 +126,29 @@ extern "C" fn constructor() {
         OWNER_PID.store(unsafe { libc::getpid() }, Ordering::Release);
     }
     let Some(_g) = Guard::enter() else { return };
+    // Loaded by `dlopen` into a running process (`stackheap run --pid`): its
+    // environment is not ours to change.
+    if !preloaded() {
+        return;
+    }
     if !env_is(c"STACKHEAP_FOLLOW_FORKS", b"1") {
         scrub_env();
     }
+}
+
+/// True if this library came in through `LD_PRELOAD` or with `STACKHEAP_TRACE` (not
+/// injected into a running process).
+fn preloaded() -> bool {
+    // SAFETY: as in env_is.
+    let p = unsafe { libc::getenv(c"LD_PRELOAD".as_ptr()) };
+    // SAFETY: getenv returns null or a NUL-terminated string.
+    let in_preload = !p.is_null()
+        && unsafe { CStr::from_ptr(p) }
+            .to_bytes()
+            .windows(b"libstackheap_preload.so".len())
+            .any(|w| w == b"libstackheap_preload.so");
+    // SAFETY: as in env_is.
+    in_preload || !unsafe { libc::getenv(c"STACKHEAP_TRACE".as_ptr()) }.is_null()
 }
 
 fn env_is(name: &CStr, want: &[u8]) -> bool {
@@ -181,6 +202,7 @@ fn scrub_env() {
 #[inline(always)]
 fn on_alloc(p: *mut c_void, size: usize) {
     if !hooks::is_awake() || Guard::is_held() {
+        own_block(p);
         return;
     }
     if session::STATE.load(Ordering::Relaxed) == session::UNINIT {
@@ -201,8 +223,31 @@ fn on_alloc(p: *mut c_void, size: usize) {
 /// A block about to go back to glibc.
 #[inline(always)]
 fn on_free(p: *mut c_void) {
-    if let Some(size) = sizes::remove(p.cast()) {
-        hooks::before_free(p.cast(), size);
+    match sizes::remove(p.cast()) {
+        Some(OWN_BLOCK) => {}
+        Some(size) => hooks::before_free(p.cast(), size),
+        None => unknown_free(),
+    }
+}
+
+/// Size-table mark of a block glibc allocated for the profiler itself (guard held)
+/// while attached: its free is neither counted nor taken for a pre-attach block's.
+const OWN_BLOCK: usize = usize::MAX;
+
+/// Attached: remember a block allocated with the guard held as the profiler's own.
+#[inline(always)]
+fn own_block(p: *mut c_void) {
+    if stackheap::record::attach::is_attached() && !p.is_null() && Guard::is_held() {
+        sizes::insert(p.cast(), OWN_BLOCK);
+    }
+}
+
+/// A block the table does not know goes back: attached to a running process, one
+/// allocated before the attach, counted apart (never against the live heap).
+#[cold]
+fn unknown_free() {
+    if stackheap::record::attach::is_attached() && session::is_active() && !Guard::is_held() {
+        stackheap::record::attach::count_unknown_free();
     }
 }
 
@@ -300,11 +345,20 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return unsafe { __libc_realloc(p, 0) };
     }
     // Retire the old address before glibc can hand it to another thread.
-    let Some(old_size) = sizes::remove(p.cast()) else {
+    let removed = sizes::remove(p.cast());
+    if removed == Some(OWN_BLOCK) {
+        // The profiler's own block (attached): stays its own.
+        // SAFETY: forwarding.
+        let q = unsafe { __libc_realloc(p, size) };
+        sizes::insert(if q.is_null() { p } else { q }.cast(), OWN_BLOCK);
+        return q;
+    }
+    let Some(old_size) = removed else {
         // Not recorded (older than the session): the new block is a new allocation.
         // SAFETY: forwarding.
         let q = unsafe { __libc_realloc(p, size) };
         if !q.is_null() {
+            unknown_free();
             on_alloc(q, size);
         }
         return q;

@@ -115,3 +115,19 @@ pub fn remove(ptr: *mut u8) -> Option<usize> {
     }
     None
 }
+
+/// Forget every block (a new attach: blocks of an earlier session are stale). The
+/// pages are given back and read as zeroes (empty) again.
+pub fn clear() {
+    let p = TABLE.load(Acquire);
+    if !p.is_null() {
+        // SAFETY: our own private anonymous mapping; MADV_DONTNEED zero-fills it.
+        unsafe {
+            libc::madvise(
+                p.cast(),
+                LEN * std::mem::size_of::<Entry>(),
+                libc::MADV_DONTNEED,
+            )
+        };
+    }
+}

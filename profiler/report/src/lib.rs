@@ -141,6 +141,9 @@ pub struct Program {
     pub argv: Vec<String>,
     /// Wall-clock start, ns since the Unix epoch.
     pub start_unix_ns: u64,
+    /// The session attached to the process while it ran (`stackheap run --pid`):
+    /// what it allocated before is unknown.
+    pub attached: bool,
 }
 
 /// What the reader found about the trace's integrity.
@@ -390,10 +393,15 @@ fn analyze_pipelined<R: Read + Send>(
     Ok(build(&header, &status, an.finish(), opts))
 }
 
-fn counters_totals(c: &Counters, source: TotalsSource, frees_unknown: u64) -> HeapTotals {
+fn counters_totals(
+    c: &Counters,
+    source: TotalsSource,
+    frees_unknown: u64,
+    attach_frees: u64,
+) -> HeapTotals {
     HeapTotals {
         total_allocs: c.total_allocs,
-        total_frees: c.total_frees,
+        total_frees: c.total_frees + attach_frees,
         total_bytes: c.total_bytes,
         peak_bytes: c.peak_bytes,
         peak_blocks: c.peak_blocks,
@@ -452,7 +460,12 @@ fn build(
     opts: &AnalyzeOptions,
 ) -> Analysis {
     let sampled = agg.sample_rate > 1;
-    let ev = agg.events;
+    let mut ev = agg.events;
+    // Attached: frees of blocks older than the attach, counted in the process apart
+    // from the events (they are frees too, and never touch the live heap).
+    let attach_frees = agg.attached_frees_unknown.unwrap_or(0);
+    ev.frees_unknown += attach_frees;
+    ev.total_frees += attach_frees;
     let trailer = agg.trailer.map(|(c, _)| c);
     let lost = agg.trailer.map_or(0, |(_, l)| l).max(agg.lost);
     let mut warnings = Vec::new();
@@ -472,9 +485,9 @@ fn build(
             source: TotalsSource::Events,
         }
     } else if let Some(t) = &trailer {
-        counters_totals(t, TotalsSource::Trailer, ev.frees_unknown)
+        counters_totals(t, TotalsSource::Trailer, ev.frees_unknown, attach_frees)
     } else if let Some(c) = &agg.last_counters {
-        counters_totals(c, TotalsSource::Counters, ev.frees_unknown)
+        counters_totals(c, TotalsSource::Counters, ev.frees_unknown, attach_frees)
     } else {
         let est = |f: f64| f.round() as u64;
         let (alloc, live) = agg.sites.iter().fold(
@@ -504,7 +517,7 @@ fn build(
 
     if !sampled {
         if let Some(t) = &trailer {
-            let diffs = cross_check(t, &ev);
+            let diffs = cross_check(t, &agg.events);
             if !diffs.is_empty() {
                 warnings.push(format!(
                     "the trailer's counters differ from the recorded events: {}",
@@ -512,10 +525,10 @@ fn build(
                 ));
             }
         }
-        if ev.frees_unknown > 0 {
+        if ev.frees_unknown > attach_frees {
             warnings.push(format!(
                 "{} frees of blocks allocated before profiling started (not counted in the live heap)",
-                ev.frees_unknown
+                ev.frees_unknown - attach_frees
             ));
         }
     }
@@ -633,6 +646,7 @@ fn build(
             exe: header.exe.clone(),
             argv: header.argv.clone(),
             start_unix_ns: header.start_unix_ns,
+            attached: agg.attached_frees_unknown.is_some(),
         },
         sample_rate: agg.sample_rate,
         trace: TraceInfo {

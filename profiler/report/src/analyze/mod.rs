@@ -178,6 +178,10 @@ pub struct Aggregates {
     pub last_counters: Option<Counters>,
     /// Sum of the `Lost` records.
     pub lost: u64,
+    /// Attached to a running process: frees of blocks allocated before the attach
+    /// (the last `Attached` record's count); `None` for a session started with the
+    /// program.
+    pub attached_frees_unknown: Option<u64>,
     /// Live heap bytes over time.
     pub heap_series: Series,
     /// Estimated live heap over time from the sampled events (sampled mode only; used
@@ -511,6 +515,14 @@ impl Analyzer {
             Event::Panic(p) => self.seen(p.time_ns),
             Event::StackMax(m) => self.seen(m.time_ns),
             Event::Segments(s) => self.seen(s.time_ns),
+            &Event::Attached {
+                time_ns,
+                frees_unknown,
+            } => {
+                self.seen(time_ns);
+                let n = self.agg.attached_frees_unknown.unwrap_or(0);
+                self.agg.attached_frees_unknown = Some(n.max(frees_unknown));
+            }
         }
     }
 

@@ -296,6 +296,38 @@ fn unknown_frees_are_counted_apart_and_flagged_against_the_trailer() {
 }
 
 #[test]
+fn attached_sessions_count_pre_attach_frees_apart_from_the_live_heap() {
+    let mut t = SyntheticTrace::new(&header(1));
+    t.attached(0, 0);
+    t.thread_start(1, "main", 0, 0, 0);
+    t.alloc(10, 1, 0x100, 64, &[0x1]);
+    t.alloc(11, 1, 0x200, 32, &[0x1]);
+    t.free(12, 1, 0x200, 32);
+    // Three frees of blocks older than the attach, counted in the process only.
+    t.attached(20, 3);
+    let a = analyze(&t.finish(30, 0));
+    assert!(a.program.attached);
+    assert_eq!(a.heap.frees_unknown, 3);
+    assert_eq!(a.heap.total_frees, 1 + 3);
+    assert_eq!(a.heap.total_allocs, 2);
+    assert_eq!(a.heap.leaked_bytes, 64);
+    assert_eq!(a.heap.peak_bytes, 96);
+    // The trailer and the events agree: the pre-attach frees are in neither.
+    assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+    let text = crate::summary_text(&a);
+    assert!(text.contains("attached to the running process"), "{text}");
+    assert!(
+        text.contains("frees of blocks allocated before the attach: 3"),
+        "{text}"
+    );
+    // A trace without the record is not attached.
+    let mut t = SyntheticTrace::new(&header(1));
+    t.thread_start(1, "main", 0, 0, 0);
+    t.alloc(10, 1, 0x100, 64, &[0x1]);
+    assert!(!analyze(&t.finish(30, 0)).program.attached);
+}
+
+#[test]
 fn sample_weight_is_the_inverse_probability() {
     assert_eq!(sample_weight(100, 1), 1.0);
     let w = sample_weight(4096, 4096);

@@ -59,6 +59,7 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> Value {
             "exe": a.program.exe,
             "argv": a.program.argv,
             "start_unix_ns": a.program.start_unix_ns,
+            "attached": a.program.attached,
         },
         "duration_ns": a.duration_ns,
         "heap": {

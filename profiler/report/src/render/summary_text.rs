@@ -57,6 +57,12 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> String {
     if !a.program.argv.is_empty() {
         let _ = writeln!(o, "command: {}", a.program.argv.join(" "));
     }
+    if a.program.attached {
+        let _ = writeln!(
+            o,
+            "attached to the running process: what it allocated before is unknown (its frees are counted apart)"
+        );
+    }
     let _ = writeln!(o, "duration: {}", fmt_time(a.duration_ns));
     if a.sampled() {
         let src = match h.source {
@@ -103,10 +109,15 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> String {
     if h.failed_allocs > 0 {
         let _ = writeln!(o, "  failed allocations: {}", h.failed_allocs);
     }
-    if h.frees_unknown > 0 && !a.sampled() {
+    if h.frees_unknown > 0 && (!a.sampled() || a.program.attached) {
         let _ = writeln!(
             o,
-            "  frees of blocks allocated before profiling: {}",
+            "  frees of blocks allocated before {}: {}",
+            if a.program.attached {
+                "the attach"
+            } else {
+                "profiling"
+            },
             h.frees_unknown
         );
     }

@@ -342,6 +342,14 @@ pub mod global {
         small(out, kind::LOST, |w| w.uvar(count));
     }
 
+    /// Append an Attached record.
+    pub fn attached(out: &mut Vec<u8>, time_ns: u64, frees_unknown: u64) {
+        small(out, kind::ATTACHED, |w| {
+            w.uvar(time_ns);
+            w.uvar(frees_unknown);
+        });
+    }
+
     /// Append the Trailer record.
     pub fn trailer(out: &mut Vec<u8>, c: &Counters, lost: u64) {
         small(out, kind::TRAILER, |w| {

@@ -40,6 +40,7 @@
 //! | 0x23 | Counters    | 0      | see [`Counters`], in field order                                      |
 //! | 0x24 | Lost        | 0      | count (events that could not be recorded)                             |
 //! | 0x25 | Trailer     | 0      | [`Counters`] fields, then lost; written once at a clean stop          |
+//! | 0x26 | Attached    | 0      | time_ns, frees_unknown: the session attached to a running process; frees (and reallocs) so far of blocks allocated before it (cumulative) |
 //! | 0x30 | StackOverflow | 0    | see [`fatal::Overflow`]: thread, tid, time, fault addr, depth, limit, prev max, frames walked, cycle, (addr, bytes)… |
 //! | 0x31 | Crash       | 0      | see [`fatal::Crash`]: thread, tid, time, signal, si_code svar, fault addr, class u8, depth, (addr, bytes)… |
 //! | 0x32 | Panic       | 0      | thread, time_ns, thread name str, message str, location str           |
@@ -108,6 +109,8 @@ pub mod kind {
     pub const LOST: u8 = 0x24;
     /// Final totals, written at a clean stop.
     pub const TRAILER: u8 = 0x25;
+    /// The session attached to a running process: frees of blocks older than it.
+    pub const ATTACHED: u8 = 0x26;
     /// A stack overflow (written by the fault handler).
     pub const STACK_OVERFLOW: u8 = 0x30;
     /// A fatal signal (written by the fault handler).
@@ -396,4 +399,13 @@ pub enum Event {
     StackMax(fatal::StackMax),
     /// Segment sizes of the process.
     Segments(crate::stack::segments::Segments),
+    /// The session attached to a running process (`stackheap run --pid`): blocks
+    /// allocated before it are unknown.
+    Attached {
+        /// When, ns since start.
+        time_ns: u64,
+        /// Frees (and reallocs) so far of blocks allocated before the attach; they are
+        /// not in the trace's events nor in the counters.
+        frees_unknown: u64,
+    },
 }

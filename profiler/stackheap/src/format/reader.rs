@@ -602,6 +602,17 @@ impl<R: Read> TraceReader<R> {
                 let s = crate::stack::segments::Segments::parse(b)?;
                 self.ready.push_back(Event::Segments(s).into());
             }
+            kind::ATTACHED => {
+                let time_ns = b.uvar()?;
+                let frees_unknown = b.uvar()?;
+                self.ready.push_back(
+                    Event::Attached {
+                        time_ns,
+                        frees_unknown,
+                    }
+                    .into(),
+                );
+            }
             _ => self.status.skipped_records += 1,
         }
         Ok(())

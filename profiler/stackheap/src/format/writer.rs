@@ -279,6 +279,11 @@ impl SyntheticTrace {
         self.global(|b| global::rss(b, time_ns, rss_bytes));
     }
 
+    /// An `Attached` record: `frees_unknown` frees of pre-attach blocks so far.
+    pub fn attached(&mut self, time_ns: u64, frees_unknown: u64) {
+        self.global(|b| global::attached(b, time_ns, frees_unknown));
+    }
+
     /// Counters as the synthetic events imply them so far.
     pub fn counters(&self) -> Counters {
         self.counters

@@ -146,6 +146,9 @@ impl Recorder {
         let mut c = counters::snapshot();
         c.time_ns = t;
         global::counters(&mut self.globals, &c);
+        if crate::record::attach::is_attached() {
+            global::attached(&mut self.globals, t, crate::record::attach::frees_unknown());
+        }
         let lost = LOST.load(Ordering::Relaxed);
         if lost > self.lost_written {
             global::lost(&mut self.globals, lost - self.lost_written);
