@@ -368,3 +368,61 @@ fn a_program_leaving_by_exit_underscore_is_flushed() {
     assert_eq!(n(&heap, "total_allocs"), want["allocs"], "{heap}");
     assert_eq!(n(&heap, "leaked_bytes"), want["leaked_bytes"], "{heap}");
 }
+
+/// A `stackheap` binary alone in a directory (as `cargo install` leaves it) still
+/// profiles a program through LD_PRELOAD: it writes the library it carries to the
+/// cache directory once and preloads it from there.
+#[test]
+fn an_installed_binary_alone_uses_the_library_it_carries() {
+    let dir = scratch("preload-installed");
+    let bin_dir = dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let alone = bin_dir.join("stackheap");
+    std::fs::copy(bin("stackheap"), &alone).expect("copy stackheap");
+    let cache = dir.join("cache");
+    let program = cc("known", &dir, &[]);
+    let out = dir.join("out");
+    let o = run_within(
+        Command::new(&alone)
+            .env_remove("CARGO")
+            .env_remove("STACKHEAP_PRELOAD")
+            .env("XDG_CACHE_HOME", &cache)
+            .args(["run", "--out"])
+            .arg(&out)
+            .arg("--")
+            .arg(&program),
+        Duration::from_secs(300),
+    );
+    assert!(
+        o.status.success(),
+        "installed stackheap failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let written: Vec<PathBuf> = std::fs::read_dir(cache.join("stackheap"))
+        .expect("the cache directory was created")
+        .flatten()
+        .map(|e| e.path().join("libstackheap_preload.so"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(written.len(), 1, "one library in {}", cache.display());
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary.json"))
+            .expect("json");
+    assert_eq!(j["trace"]["complete"], true);
+    assert!(n(&j["heap"], "total_allocs") > 0, "{}", j["heap"]);
+    // A second run reuses the file instead of writing another.
+    let before = std::fs::metadata(&written[0]).unwrap().modified().unwrap();
+    let o = run_within(
+        Command::new(&alone)
+            .env_remove("CARGO")
+            .env("XDG_CACHE_HOME", &cache)
+            .args(["run", "--no-report", "--out"])
+            .arg(dir.join("out2"))
+            .arg("--")
+            .arg(&program),
+        Duration::from_secs(300),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after = std::fs::metadata(&written[0]).unwrap().modified().unwrap();
+    assert_eq!(before, after, "the cached library was rewritten");
+}

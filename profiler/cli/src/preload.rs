@@ -7,7 +7,9 @@
 //! the `stackheap` executable (where cargo builds it: `target/<profile>/`, and where to
 //! copy it after `cargo install --path profiler/cli`); `../lib/stackheap/` from the
 //! executable (a packaged install). Under cargo (`cargo run -- run …`, `$CARGO` set)
-//! it is built first, as `stackheap demo` builds the demos.
+//! it is built first, as `stackheap demo` builds the demos. Last, the copy built into
+//! this binary by `build.rs` is written to `$XDG_CACHE_HOME/stackheap/<hash>/` and used
+//! from there: a binary installed alone (`cargo install`) needs nothing else.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -122,13 +124,69 @@ pub fn library() -> Result<PathBuf> {
             bail!("building {LIBRARY} failed (cargo build -p stackheap-preload)");
         }
     }
-    match candidates.iter().find(|p| p.is_file()) {
-        Some(p) => Ok(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
-        None => bail!(
-            "{LIBRARY} not found beside {} (build it with `cargo build --release -p stackheap-preload` and copy it there, or set STACKHEAP_PRELOAD)",
-            exe.display()
-        ),
+    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
     }
+    if !EMBEDDED.is_empty() {
+        return extract_embedded();
+    }
+    bail!(
+        "{LIBRARY} not found beside {} (build it with `cargo build --release -p stackheap-preload` and copy it there, or set STACKHEAP_PRELOAD)",
+        exe.display()
+    )
+}
+
+/// The library as built into this binary by `build.rs` (empty if it was not embedded).
+static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libstackheap_preload.so"));
+
+/// Where the embedded library is written: `$XDG_CACHE_HOME/stackheap/<hash>/` (else
+/// `~/.cache/…`, else the temp dir), one directory per distinct library.
+fn cache_dir() -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    // SipHash with fixed keys: the same bytes give the same name on every run.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    EMBEDDED.hash(&mut h);
+    base.join("stackheap").join(format!("{:016x}", h.finish()))
+}
+
+/// Write the embedded library to the cache once (a temporary file renamed into place,
+/// so a concurrent run never preloads a half-written file) and return its path.
+fn extract_embedded() -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = cache_dir();
+    let path = dir.join(LIBRARY);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == EMBEDDED.len() as u64) {
+        return Ok(path);
+    }
+    let fail = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "cannot write the embedded {LIBRARY} to {}: {e} (set XDG_CACHE_HOME, or STACKHEAP_PRELOAD to a copy of the library)",
+            dir.display()
+        )
+    };
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let tmp = dir.join(format!(".{LIBRARY}.{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    f.write_all(EMBEDDED)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| f.set_permissions(std::fs::Permissions::from_mode(0o755)))
+        .map_err(fail)?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(e)
+    })?;
+    Ok(path)
 }
 
 /// `LD_PRELOAD` for the child: the library first, then what the user had.
