@@ -125,6 +125,13 @@ extern "C" fn constructor() {
         OWNER_PID.store(unsafe { libc::getpid() }, Ordering::Release);
     }
     let Some(_g) = Guard::enter() else { return };
+    if session::is_active() {
+        // Register the main thread now. Lazily, its first counted allocation could be
+        // the `fopen` inside glibc's `pthread_getattr_np` (Rust's runtime calls it at
+        // start), and registering reads the stack bounds with `pthread_getattr_np`,
+        // whose lock that same thread then holds: a self-deadlock.
+        let _ = stackheap::record::slots::current();
+    }
     if !env_is(c"STACKHEAP_FOLLOW_FORKS", b"1") {
         scrub_env();
     }
