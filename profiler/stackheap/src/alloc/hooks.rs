@@ -124,27 +124,17 @@ pub(crate) fn rate() -> u64 {
     SAMPLE_RATE.load(Relaxed)
 }
 
-#[inline(always)]
-fn hash_frames(frames: &[u64]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &f in frames {
-        h = (h.rotate_left(5) ^ f).wrapping_mul(0x100_0000_01b3);
-    }
-    h | 1
-}
-
 /// Capture the stack and return its per-thread id, writing a StackDef to the ring
 /// first if this thread has not written it yet. Call between `begin` and `end`.
 #[inline(always)]
 pub(crate) fn stack_id(slot: &Slot, owner: &mut Owner) -> u64 {
     let mut buf = [MaybeUninit::<u64>::uninit(); MAX_FRAMES];
-    let n = unwind::capture(&mut buf, owner.bounds);
+    let (n, h) = unwind::capture_hashed(&mut buf, owner.bounds);
     if n == 0 {
         return 0;
     }
-    // SAFETY: `capture` initialised the first `n` entries.
+    // SAFETY: `capture_hashed` initialised the first `n` entries.
     let frames: &[u64] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
-    let h = hash_frames(frames);
     let mask = STACK_TABLE - 1;
     let mut i = h as usize & mask;
     for _ in 0..16 {
