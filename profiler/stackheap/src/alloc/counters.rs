@@ -103,13 +103,22 @@ pub(crate) static SHARED: Totals = Totals::new();
 #[repr(align(64))]
 struct Line<T>(T);
 
-static LIVE_BYTES: Line<AtomicI64> = Line(AtomicI64::new(0));
-/// With several threads, each thread adds its live-bytes changes to [`LIVE_BYTES`] only
+/// The global live total and the peak, each on its own cache line, in one static (one
+/// address for the hot path to load).
+#[repr(C)]
+struct LiveAndPeak {
+    live: Line<AtomicI64>,
+    peak: Line<AtomicU64>,
+}
+static HOT: LiveAndPeak = LiveAndPeak {
+    live: Line(AtomicI64::new(0)),
+    peak: Line(AtomicU64::new(0)),
+};
+/// With several threads, each thread adds its live-bytes changes to the global live total only
 /// once they add up to more than this (either way): the global counter's cache line no
 /// longer moves between cores on every call. The price: the peak is then checked against
 /// a live total that may miss up to `BATCH` bytes per thread (see the module docs).
 pub const BATCH: i64 = 64 << 10;
-static PEAK_BYTES: Line<AtomicU64> = Line(AtomicU64::new(0));
 static PEAK_BLOCKS: AtomicU64 = AtomicU64::new(0);
 static PEAK_TIME_NS: AtomicU64 = AtomicU64::new(0);
 /// Events that could not be recorded (buffer hand-off failed, too many threads).
@@ -126,8 +135,8 @@ pub(crate) fn reset() {
     for c in [&PEAK_BLOCKS, &PEAK_TIME_NS, &LOST, &NOW_NS] {
         c.store(0, Relaxed);
     }
-    LIVE_BYTES.0.store(0, Relaxed);
-    PEAK_BYTES.0.store(0, Relaxed);
+    HOT.live.0.store(0, Relaxed);
+    HOT.peak.0.store(0, Relaxed);
 }
 
 /// Solo mode: while only one thread allocates, it updates the live total and the peak
@@ -160,6 +169,7 @@ pub(crate) fn solo_reset() {
 /// of the process (`membarrier`), then waits until the solo thread is not inside a plain
 /// update. From then on the solo thread, too, sees the switch and uses atomic adds.
 pub(crate) fn thread_registered(slot: &'static Slot) {
+    slot.solo.store(false, Relaxed);
     loop {
         match SOLO_STATE.load(Acquire) {
             SOLO_ALLOWED => {
@@ -168,6 +178,7 @@ pub(crate) fn thread_registered(slot: &'static Slot) {
                     .is_ok()
                 {
                     SOLO_SLOT.store(slot as *const Slot as *mut Slot, Release);
+                    slot.solo.store(true, Release);
                     return;
                 }
             }
@@ -178,9 +189,10 @@ pub(crate) fn thread_registered(slot: &'static Slot) {
                 {
                     let solo = SOLO_SLOT.swap(std::ptr::null_mut(), AcqRel);
                     if !solo.is_null() {
-                        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
                         // SAFETY: slots live in a process-lifetime mapping.
                         let solo = unsafe { &*solo };
+                        solo.solo.store(false, Release);
+                        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
                         while solo.busy.load(Acquire) {
                             std::thread::yield_now();
                         }
@@ -198,16 +210,16 @@ pub(crate) fn thread_registered(slot: &'static Slot) {
 #[inline(always)]
 fn live_change(own: Option<&Slot>, bytes: i64) {
     if let Some(s) = own {
-        if std::ptr::eq(SOLO_SLOT.load(Relaxed), s) {
-            // Asymmetric fence: `busy` is published before SOLO_SLOT is read again;
+        if s.solo.load(Relaxed) {
+            // Asymmetric fence: `busy` is published before `solo` is read again;
             // the switching thread's membarrier makes that store visible to it (or our
             // re-read see its switch), so no plain update can overlap an atomic one.
             s.busy.store(true, Relaxed);
             compiler_fence(SeqCst);
-            if std::ptr::eq(SOLO_SLOT.load(Relaxed), s) {
-                let live = LIVE_BYTES.0.load(Relaxed) + bytes;
-                LIVE_BYTES.0.store(live, Relaxed);
-                if bytes >= 0 && live >= 0 && live as u64 >= PEAK_BYTES.0.load(Relaxed) {
+            if s.solo.load(Relaxed) {
+                let live = HOT.live.0.load(Relaxed) + bytes;
+                HOT.live.0.store(live, Relaxed);
+                if bytes >= 0 && live >= 0 && live as u64 >= HOT.peak.0.load(Relaxed) {
                     new_peak(live as u64, true);
                 }
                 compiler_fence(SeqCst);
@@ -235,9 +247,9 @@ fn live_change(own: Option<&Slot>, bytes: i64) {
 /// Add `bytes` to the global live total (one locked instruction) and check the peak.
 #[inline(never)]
 fn add_live(bytes: i64) {
-    let live = LIVE_BYTES.0.fetch_add(bytes, Relaxed) + bytes;
+    let live = HOT.live.0.fetch_add(bytes, Relaxed) + bytes;
     // `>=` as dhat: of equal peaks the latest counts.
-    if bytes >= 0 && live >= 0 && live as u64 >= PEAK_BYTES.0.load(Relaxed) {
+    if bytes >= 0 && live >= 0 && live as u64 >= HOT.peak.0.load(Relaxed) {
         new_peak(live as u64, false);
     }
 }
@@ -261,11 +273,11 @@ pub(crate) fn thread_exit(s: &Slot) {
 /// allocates and frees at the top of the heap), so they take no locked instruction.
 #[inline(never)]
 fn new_peak(live: u64, solo: bool) {
-    if live > PEAK_BYTES.0.load(Relaxed) {
+    if live > HOT.peak.0.load(Relaxed) {
         if solo {
-            PEAK_BYTES.0.store(live, Relaxed);
+            HOT.peak.0.store(live, Relaxed);
         } else {
-            PEAK_BYTES.0.fetch_max(live, Relaxed);
+            HOT.peak.0.fetch_max(live, Relaxed);
         }
     }
     let blocks = live_blocks().max(0) as u64;
@@ -339,7 +351,7 @@ pub(crate) fn on_failed(own: Option<&Totals>) {
 /// Live heap bytes now: the global total plus every thread's pending change (exact when
 /// no thread is counting; the heap limit compares against it).
 pub(crate) fn live_bytes() -> i64 {
-    let mut live = LIVE_BYTES.0.load(Relaxed) + SHARED.pending.load(Relaxed);
+    let mut live = HOT.live.0.load(Relaxed) + SHARED.pending.load(Relaxed);
     for i in 0..slots::HWM.load(Relaxed) {
         live += slots::slot(i).totals.pending.load(Relaxed);
     }
@@ -351,7 +363,7 @@ pub fn snapshot() -> Counters {
     let mut c = Counters {
         time_ns: NOW_NS.load(Relaxed),
         live_bytes: live_bytes(),
-        peak_bytes: PEAK_BYTES.0.load(Relaxed),
+        peak_bytes: HOT.peak.0.load(Relaxed),
         peak_blocks: PEAK_BLOCKS.load(Relaxed),
         peak_time_ns: PEAK_TIME_NS.load(Relaxed),
         ..Default::default()

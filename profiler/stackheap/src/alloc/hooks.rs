@@ -95,7 +95,13 @@ pub fn after_alloc_awake(ptr: *mut u8, size: usize) {
 /// take the guard before anything that may allocate (stack capture, records).
 #[inline(always)]
 fn fast_slot() -> Option<&'static Slot> {
-    if STATE.load(Relaxed) != ACTIVE {
+    fast_slot_in(STATE.load(Relaxed))
+}
+
+/// [`fast_slot`] with the state already loaded.
+#[inline(always)]
+fn fast_slot_in(state: u8) -> Option<&'static Slot> {
+    if state != ACTIVE {
         return None;
     }
     let (held, s, sess) = guard::LOCAL.with(|l| (l.held.get(), l.slot.get(), l.session.get()));
@@ -251,10 +257,11 @@ fn record_alloc_guarded(slot: &'static Slot, ptr: *mut u8, size: usize, rate: u6
 /// Before `ptr` (of `size` bytes) is given back to the inner allocator.
 #[inline(always)]
 pub fn before_free(ptr: *mut u8, size: usize) {
-    if !awake() {
+    let state = STATE.load(Relaxed);
+    if state == DORMANT {
         return;
     }
-    if let Some(slot) = fast_slot() {
+    if let Some(slot) = fast_slot_in(state) {
         counters::on_free(Some(slot), size);
         let rate = rate();
         if rate == 0 || (rate > 1 && !session::sampled_set().may_hold(ptr as usize)) {

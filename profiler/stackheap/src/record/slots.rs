@@ -72,7 +72,9 @@ pub struct Slot {
     pub head: AtomicU64,
     /// Set while the owner updates the live counters in solo mode (see `counters`).
     pub busy: std::sync::atomic::AtomicBool,
-    _pad: [u8; 39],
+    /// Set while this thread is the session's solo thread (see `counters`).
+    pub solo: std::sync::atomic::AtomicBool,
+    _pad: [u8; 38],
     /// Bytes consumed by the recorder (monotonic).
     pub tail: AtomicU64,
     _pad2: [u8; 56],
