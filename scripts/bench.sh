@@ -15,6 +15,9 @@
 #   sampled     stackheap recording, STACKHEAP_SAMPLE=524288  (stacks, mean 512 KiB sampling)
 #   full        stackheap recording, STACKHEAP_SAMPLE=1       (a stack for every allocation)
 #   heaptrack   heaptrack (LD_PRELOAD) on the plain binary (on deepstack at the smaller size)
+#   preload     "preload full": libstackheap_preload.so (LD_PRELOAD) on the plain binary,
+#               STACKHEAP_SAMPLE=1 — the same fidelity as heaptrack, run beside it; its
+#               row also shows its ratio over heaptrack's (target: at most 0.5)
 #   dhat-rs     `<workload>_dhat` (dhat::Alloc) — at a smaller size, against plain at that size
 #   massif      valgrind --tool=massif on the plain binary — smaller size too (opt-in: BENCH_MASSIF=1)
 #
@@ -149,11 +152,21 @@ for w in $(printf '%s\n' "${selected[@]}" | sed 's/churn2/churn/' | sort -u); do
         log "could not build ${w}_dhat (feature dhat-heap); its dhat-rs row is skipped"
     fi
 done
+# The LD_PRELOAD library (a cdylib: cargo reports it under "filenames", not "executable").
+preload_so=
+so=$("$cargo" build --release -p stackheap-preload --message-format=json-render-diagnostics |
+    grep -o '"[^"]*libstackheap_preload\.so"' | tr -d '"' | tail -n 1 || true)
+if [[ -n $so && -f $so ]]; then
+    mkdir -p "$tmp/bin"
+    cp -- "$so" "$tmp/bin/libstackheap_preload.so"
+    preload_so=$tmp/bin/libstackheap_preload.so
+fi
 have_time=1
 [[ -x /usr/bin/time ]] || have_time=0
 
-modes=(plain dormant counters sampled full heaptrack dhat-rs massif)
+modes=(plain dormant counters sampled full heaptrack preload dhat-rs massif)
 declare -A skip=()
+[[ -n $preload_so ]] || skip[preload]="skipped (libstackheap_preload.so did not build)"
 have heaptrack || skip[heaptrack]="skipped (not installed)"
 if [[ ${BENCH_HEAPTRACK:-1} == 0 || ($size == smoke && -z ${BENCH_HEAPTRACK:-}) ]]; then
     skip[heaptrack]="skipped (BENCH_HEAPTRACK=0 or --smoke)"
@@ -186,6 +199,7 @@ run_mode() {
         cmd=(heaptrack -o "$dir/heaptrack" "$sys")
         is_small "$w" heaptrack && read -r -a wargs <<<"${small[$w]}"
         ;;
+    preload) cmd=(env LD_PRELOAD="$preload_so" STACKHEAP_TRACE="$dir/t.trace" STACKHEAP_SAMPLE=1 "$sys") ;;
     plain-small)
         cmd=("$sys")
         read -r -a wargs <<<"${small[$w]}"
@@ -222,6 +236,13 @@ median() {
         if (NR == 0) exit 1
         if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
+# The row label of a mode.
+label_of() {
+    case $1 in
+    preload) echo "preload full" ;;
+    *) echo "$1" ;;
+    esac
+}
 secs() { awk -v t="$1" 'BEGIN { printf "%.3f", t / 1e9 }'; }
 
 # Sum of the blocks dhat-rs counted (its JSON's `tbk` fields): the allocations at the small size.
@@ -235,7 +256,7 @@ summary=$tmp/summary.txt
 : >"$summary"
 
 for w in "${selected[@]}"; do
-    declare -A times=() rsss=() notes=()
+    declare -A times=() rsss=() notes=() ratio_of=()
     wmodes=(plain)
     for m in "${modes[@]:1}"; do
         [[ -n ${skip[$m]:-} ]] && continue
@@ -324,12 +345,12 @@ for w in "${selected[@]}"; do
         printf '%-12s %10s %9s %10s %10s   %s\n' ------------ ---------- --------- ---------- ---------- ----------------
         for mode in "${modes[@]}" plain-small; do
             if [[ -n ${skip[$mode]:-} ]]; then
-                printf '%-12s %10s %9s %10s %10s   %s\n' "$mode" - - - - "${skip[$mode]}"
+                printf '%-12s %10s %9s %10s %10s   %s\n' "$(label_of "$mode")" - - - - "${skip[$mode]}"
                 continue
             fi
             [[ $mode == plain-small && -z ${times[plain-small]:-} ]] && continue
             if [[ -z ${times[$mode]:-} ]]; then
-                printf '%-12s %10s %9s %10s %10s   %s\n' "$mode" - - - - "${notes[$mode]:-not run}"
+                printf '%-12s %10s %9s %10s %10s   %s\n' "$(label_of "$mode")" - - - - "${notes[$mode]:-not run}"
                 continue
             fi
             # Each mode against the plain run at its own size; the ratio is the median of
@@ -348,7 +369,10 @@ for w in "${selected[@]}"; do
                 [[ -n ${theirs[$i]:-} ]] && ratios+=("$(awk -v a="${mine[$i]}" -v b="${theirs[$i]}" 'BEGIN { print a / b }')")
             done
             ratio=-
-            ((${#ratios[@]} > 0)) && ratio=$(awk -v r="$(median "${ratios[@]}")" 'BEGIN { printf "%.2fx", r }')
+            if ((${#ratios[@]} > 0)); then
+                ratio_of[$mode]=$(median "${ratios[@]}")
+                ratio=$(awk -v r="${ratio_of[$mode]}" 'BEGIN { printf "%.2fx", r }')
+            fi
             per=- add=-
             if [[ -n $n && $n != 0 ]]; then
                 per=$(awk -v t="$med" -v n="$n" 'BEGIN { printf "%.1f", t / n }')
@@ -356,8 +380,12 @@ for w in "${selected[@]}"; do
             fi
             runs=$(for t in ${times[$mode]}; do printf '%s ' "$(secs "$t")"; done)
             note=${notes[$mode]:-}
-            label=$mode
-            is_small "$w" "$mode" && label="$mode*"
+            if [[ $mode == preload && -n ${ratio_of[preload]:-} && -n ${ratio_of[heaptrack]:-} ]]; then
+                vs=$(awk -v p="${ratio_of[preload]}" -v h="${ratio_of[heaptrack]}" 'BEGIN { printf "%.2f", p / h }')
+                note="${note:+$note; }$vs of heaptrack's ratio (target <= 0.5)"
+            fi
+            label=$(label_of "$mode")
+            is_small "$w" "$mode" && label="$label*"
             printf '%-12s %10s %9s %10s %10s   %s%s\n' "$label" "$(secs "$med")" "$ratio" "$per" "$add" \
                 "${runs% }" "${note:+ ($note)}"
         done
@@ -384,7 +412,7 @@ for w in "${selected[@]}"; do
                 printf "\n" }'
         fi
     } | tee -a "$summary" >&2 # progress on stderr; the whole summary on stdout at the end
-    unset times rsss notes
+    unset times rsss notes ratio_of
 done
 
 echo

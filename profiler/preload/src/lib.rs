@@ -126,6 +126,13 @@ extern "C" fn constructor() {
         OWNER_PID.store(unsafe { libc::getpid() }, Ordering::Release);
     }
     let Some(_g) = Guard::enter() else { return };
+    if session::is_active() {
+        // Register the main thread now. Lazily, its first counted allocation could be
+        // the `fopen` inside glibc's `pthread_getattr_np` (Rust's runtime calls it at
+        // start), and registering reads the stack bounds with `pthread_getattr_np`,
+        // whose lock that same thread then holds: a self-deadlock.
+        let _ = stackheap::record::slots::current();
+    }
     // Loaded by `dlopen` into a running process (`stackheap run --pid`): its
     // environment is not ours to change.
     if !preloaded() {

@@ -12,9 +12,35 @@
 
 use std::cell::Cell;
 
+use crate::record::slots::Slot;
+
+/// Everything the hot path needs of the calling thread, in one thread-local so that one
+/// TLS address computation serves the guard, the slot and its session (under
+/// `LD_PRELOAD` the library is a shared object: each thread-local is a
+/// `__tls_get_addr` call there).
+pub(crate) struct Local {
+    /// The guard flag.
+    pub held: Cell<bool>,
+    /// [`probe_installed`]'s state.
+    pub probe: Cell<u8>,
+    /// The thread's exit hook ran (see `record::slots`).
+    pub exited: Cell<bool>,
+    /// Session the slot below was registered in.
+    pub session: Cell<u32>,
+    /// The thread's slot (null: none yet).
+    pub slot: Cell<*const Slot>,
+}
+
 thread_local! {
-    static HELD: Cell<bool> = const { Cell::new(false) };
-    static PROBE: Cell<u8> = const { Cell::new(0) };
+    pub(crate) static LOCAL: Local = const {
+        Local {
+            held: Cell::new(false),
+            probe: Cell::new(0),
+            exited: Cell::new(false),
+            session: Cell::new(0),
+            slot: Cell::new(std::ptr::null()),
+        }
+    };
 }
 
 /// Check that allocations reach the profiler's hooks (that `StackHeap` is the global
@@ -22,17 +48,17 @@ thread_local! {
 /// held is seen by the hook's "own allocation" branch only.
 pub fn probe_installed() -> bool {
     let _g = Guard::enter();
-    PROBE.with(|p| p.set(1));
+    LOCAL.with(|l| l.probe.set(1));
     drop(std::hint::black_box(Box::new(0u64)));
-    PROBE.with(|p| p.replace(0)) == 2
+    LOCAL.with(|l| l.probe.replace(0)) == 2
 }
 
 /// Called by the hooks for an allocation made under the guard.
 #[inline]
 pub(crate) fn saw_probe() {
-    PROBE.with(|p| {
-        if p.get() == 1 {
-            p.set(2)
+    LOCAL.with(|l| {
+        if l.probe.get() == 1 {
+            l.probe.set(2)
         }
     });
 }
@@ -47,11 +73,11 @@ impl Guard {
     /// the profiler itself and must not record).
     #[inline]
     pub fn enter() -> Option<Guard> {
-        HELD.with(|h| {
-            if h.get() {
+        LOCAL.with(|l| {
+            if l.held.get() {
                 None
             } else {
-                h.set(true);
+                l.held.set(true);
                 Some(Guard { took: true })
             }
         })
@@ -59,13 +85,13 @@ impl Guard {
 
     /// Hold the guard for the rest of this thread's life (the recorder thread).
     pub fn hold_forever() {
-        HELD.with(|h| h.set(true));
+        LOCAL.with(|l| l.held.set(true));
     }
 
     /// True if this thread holds the guard.
     #[inline]
     pub fn is_held() -> bool {
-        HELD.with(|h| h.get())
+        LOCAL.with(|l| l.held.get())
     }
 }
 
@@ -73,7 +99,7 @@ impl Drop for Guard {
     #[inline]
     fn drop(&mut self) {
         if self.took {
-            HELD.with(|h| h.set(false));
+            LOCAL.with(|l| l.held.set(false));
         }
     }
 }

@@ -6,8 +6,14 @@
 //! returned to the inner allocator and an allocation *after* it was obtained, so when
 //! another thread gets the same address it also gets a later sequence number.
 //!
-//! Cost per recorded event: one locked instruction for the sequence number, one for the
-//! live-bytes counter, a frame-pointer walk and one probe of the thread's stack table.
+//! The common case is inlined into the allocator ([`after_alloc_awake`], [`before_free`]):
+//! one thread-local access (guard flag, slot and session together), the thread's own
+//! counters, and in sampled mode the byte countdown or the sampled-page test; it takes no
+//! guard because it cannot allocate (see [`fast_slot`]). Everything else — the first
+//! call of a thread, the profiler's own allocations, failures, testing scopes, reallocs —
+//! goes through the out-of-line `*_active` functions. A recorded event costs one locked
+//! instruction for the sequence number, a frame-pointer walk and one probe of the
+//! thread's stack table.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering::Relaxed;
@@ -60,7 +66,50 @@ pub fn over_limit_awake(size: usize) -> bool {
 /// [`after_alloc`] when [`is_awake`] was already checked.
 #[inline(always)]
 pub fn after_alloc_awake(ptr: *mut u8, size: usize) {
+    if !ptr.is_null() {
+        if let Some(slot) = fast_slot() {
+            counters::on_alloc(Some(slot), size);
+            let rate = rate();
+            if rate == 0 {
+                return;
+            }
+            // SAFETY: `slot` is this thread's; no other &mut Owner is alive in this call
+            // (the slow paths below are not running: the guard is not held).
+            if rate > 1 && !unsafe { slot.owner() }.countdown.sample(size, rate) {
+                return;
+            }
+            record_alloc(slot, ptr, size, rate);
+            return;
+        }
+    }
     after_alloc_active(ptr, size);
+}
+
+/// The fast path's test: this thread's slot if the session records, the thread has a
+/// slot of this session and does not hold the guard (is not the profiler itself).
+///
+/// The fast paths that follow it count, run the sampling countdown and test the set of
+/// sampled blocks *without* taking the guard: none of that can allocate (plain stores
+/// to the thread's slot, the global counters, `ln` of libm, loads of the sampled set),
+/// so the guard's rule ("code that may allocate runs with the guard held") holds. They
+/// take the guard before anything that may allocate (stack capture, records).
+#[inline(always)]
+fn fast_slot() -> Option<&'static Slot> {
+    fast_slot_in(STATE.load(Relaxed))
+}
+
+/// [`fast_slot`] with the state already loaded.
+#[inline(always)]
+fn fast_slot_in(state: u8) -> Option<&'static Slot> {
+    if state != ACTIVE {
+        return None;
+    }
+    let (held, s, sess) = guard::LOCAL.with(|l| (l.held.get(), l.slot.get(), l.session.get()));
+    if held || s.is_null() || sess != session::SESSION.load(Relaxed) {
+        return None;
+    }
+    // SAFETY: the slot pointer points into the slot table, which lives for the process.
+    Some(unsafe { &*s })
 }
 
 /// [`before_realloc`] when [`is_awake`] was already checked.
@@ -81,27 +130,17 @@ pub(crate) fn rate() -> u64 {
     SAMPLE_RATE.load(Relaxed)
 }
 
-#[inline(always)]
-fn hash_frames(frames: &[u64]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &f in frames {
-        h = (h.rotate_left(5) ^ f).wrapping_mul(0x100_0000_01b3);
-    }
-    h | 1
-}
-
 /// Capture the stack and return its per-thread id, writing a StackDef to the ring
 /// first if this thread has not written it yet. Call between `begin` and `end`.
 #[inline(always)]
 pub(crate) fn stack_id(slot: &Slot, owner: &mut Owner) -> u64 {
     let mut buf = [MaybeUninit::<u64>::uninit(); MAX_FRAMES];
-    let n = unwind::capture(&mut buf, owner.bounds);
+    let (n, h) = unwind::capture_hashed(&mut buf, owner.bounds);
     if n == 0 {
         return 0;
     }
-    // SAFETY: `capture` initialised the first `n` entries.
+    // SAFETY: `capture_hashed` initialised the first `n` entries.
     let frames: &[u64] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
-    let h = hash_frames(frames);
     let mask = STACK_TABLE - 1;
     let mut i = h as usize & mask;
     for _ in 0..16 {
@@ -157,7 +196,7 @@ fn own_allocation() {
 #[inline(always)]
 pub fn after_alloc(ptr: *mut u8, size: usize) {
     if awake() {
-        after_alloc_active(ptr, size);
+        after_alloc_awake(ptr, size);
     }
 }
 
@@ -188,6 +227,21 @@ fn after_alloc_active(ptr: *mut u8, size: usize) {
     if rate > 1 && !owner.countdown.sample(size, rate) {
         return;
     }
+    record_alloc_guarded(slot, ptr, size, rate);
+}
+
+/// An allocation the fast path counted and picked for a stack: take the guard, record.
+#[inline(never)]
+fn record_alloc(slot: &'static Slot, ptr: *mut u8, size: usize, rate: u64) {
+    let Some(_g) = Guard::enter() else { return };
+    record_alloc_guarded(slot, ptr, size, rate);
+}
+
+/// Record an allocation with its stack (guard held, counted already).
+#[inline(always)]
+fn record_alloc_guarded(slot: &'static Slot, ptr: *mut u8, size: usize, rate: u64) {
+    // SAFETY: `slot` is this thread's; no other &mut Owner is alive in this call.
+    let owner = unsafe { slot.owner() };
     let Some(seq) = slot.begin() else { return };
     let id = stack_id(slot, owner);
     if rate > 1 {
@@ -203,9 +257,27 @@ fn after_alloc_active(ptr: *mut u8, size: usize) {
 /// Before `ptr` (of `size` bytes) is given back to the inner allocator.
 #[inline(always)]
 pub fn before_free(ptr: *mut u8, size: usize) {
-    if awake() {
-        before_free_active(ptr, size);
+    let state = STATE.load(Relaxed);
+    if state == DORMANT {
+        return;
     }
+    if let Some(slot) = fast_slot_in(state) {
+        counters::on_free(Some(slot), size);
+        let rate = rate();
+        if rate == 0 || (rate > 1 && !session::sampled_set().may_hold(ptr as usize)) {
+            return;
+        }
+        record_free(slot, ptr, rate);
+        return;
+    }
+    before_free_active(ptr, size);
+}
+
+/// A free the fast path counted and could not rule out: take the guard, record.
+#[inline(never)]
+fn record_free(slot: &'static Slot, ptr: *mut u8, rate: u64) {
+    let Some(_g) = Guard::enter() else { return };
+    record_free_guarded(slot, ptr, rate);
 }
 
 #[inline(never)]
@@ -223,6 +295,12 @@ fn before_free_active(ptr: *mut u8, size: usize) {
     let Some(slot) = slot.filter(|_| rate != 0) else {
         return;
     };
+    record_free_guarded(slot, ptr, rate);
+}
+
+/// Record a free (guard held, counted already): in sampled mode only a sampled block's.
+#[inline(always)]
+fn record_free_guarded(slot: &'static Slot, ptr: *mut u8, rate: u64) {
     if rate > 1 {
         let set = session::sampled_set();
         if !set.remove(ptr as usize) && !set.overflowed() {

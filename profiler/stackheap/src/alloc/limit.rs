@@ -1,8 +1,9 @@
 //! The heap limit (simulated out-of-memory) and OOM forensics.
 //!
 //! With a limit set (`STACKHEAP_LIMIT=256MiB`, `stackheap run --limit`, or
-//! [`crate::ProfilerBuilder::limit`]), an allocation that would take the exact live heap
-//! (the `LIVE_BYTES` counter of [`super::counters`]) over the limit gets null *before* the
+//! [`crate::ProfilerBuilder::limit`]), an allocation that would take the live heap
+//! ([`super::counters::live_bytes`]: the global total plus every thread's pending change)
+//! over the limit gets null *before* the
 //! inner allocator is asked, exactly as a real out-of-memory: `try_reserve` sees an
 //! error and an infallible allocation aborts through `handle_alloc_error`.
 //!

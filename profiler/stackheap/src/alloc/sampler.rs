@@ -51,8 +51,16 @@ impl Countdown {
         if self.left > 0 {
             return false;
         }
-        self.left = self.draw(mean);
+        self.redraw(mean);
         true
+    }
+
+    /// A sample was taken: draw the next countdown (out of line: the hot path keeps
+    /// only the subtraction and the branch).
+    #[cold]
+    #[inline(never)]
+    fn redraw(&mut self, mean: u64) {
+        self.left = self.draw(mean);
     }
 }
 
@@ -169,6 +177,13 @@ impl SampledSet {
             }
         }
         self.overflowed.store(true, Ordering::Relaxed);
+    }
+
+    /// False if `addr` is surely not a sampled block (its page holds none, and the
+    /// table has not overflowed): one byte load, no store.
+    #[inline(always)]
+    pub fn may_hold(&self, addr: usize) -> bool {
+        self.page(addr).load(Ordering::Relaxed) != 0 || self.overflowed()
     }
 
     /// Forget a block; true if it was sampled.

@@ -7,11 +7,12 @@
 //! record is published. The recorder reads the global sequence `G`, then every `in_flight`, then
 //! drains; `min(G, in_flight…)` is a watermark below which every event is on disk.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::UnsafeCell;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::alloc::counters::LOST;
+use crate::alloc::guard::LOCAL;
 use crate::alloc::sampler::Countdown;
 use crate::format::encode::StreamState;
 use crate::format::varint::SliceWriter;
@@ -71,7 +72,9 @@ pub struct Slot {
     pub head: AtomicU64,
     /// Set while the owner updates the live counters in solo mode (see `counters`).
     pub busy: std::sync::atomic::AtomicBool,
-    _pad: [u8; 39],
+    /// Set while this thread is the session's solo thread (see `counters`).
+    pub solo: std::sync::atomic::AtomicBool,
+    _pad: [u8; 38],
     /// Bytes consumed by the recorder (monotonic).
     pub tail: AtomicU64,
     _pad2: [u8; 56],
@@ -312,9 +315,6 @@ impl Slot {
 }
 
 thread_local! {
-    static CURRENT: Cell<*const Slot> = const { Cell::new(std::ptr::null()) };
-    static CURRENT_SESSION: Cell<u32> = const { Cell::new(0) };
-    static EXITED: Cell<bool> = const { Cell::new(false) };
     static EXIT_HOOK: ExitHook = const { ExitHook };
 }
 
@@ -327,17 +327,18 @@ impl Drop for ExitHook {
         let Some(_g) = crate::alloc::guard::Guard::enter() else {
             return;
         };
-        EXITED.with(|e| e.set(true));
-        let s = CURRENT.with(|c| c.replace(std::ptr::null()));
+        LOCAL.with(|l| l.exited.set(true));
+        let s = LOCAL.with(|l| l.slot.replace(std::ptr::null()));
         if s.is_null()
-            || CURRENT_SESSION.with(|c| c.get()) != session::SESSION.load(Ordering::Relaxed)
+            || LOCAL.with(|l| l.session.get()) != session::SESSION.load(Ordering::Relaxed)
         {
             return;
         }
-        // SAFETY: CURRENT points into the slot table, which lives for the process.
+        // SAFETY: the slot pointer points into the slot table, which lives for the process.
         let s = unsafe { &*s };
         s.stack.stop_sampling();
         crate::stack::fault::release_altstack(&s.stack);
+        crate::alloc::counters::thread_exit(s);
         crate::alloc::hooks::write_thread_end(s);
         s.state.store(RETIRED, Ordering::Release);
     }
@@ -347,10 +348,9 @@ impl Drop for ExitHook {
 /// the reentrancy guard held (registration may allocate). `None` if the table is full.
 #[inline(always)]
 pub fn current() -> Option<&'static Slot> {
-    let s = CURRENT.with(|c| c.get());
-    if !s.is_null() && CURRENT_SESSION.with(|c| c.get()) == session::SESSION.load(Ordering::Relaxed)
-    {
-        // SAFETY: CURRENT points into the slot table, which lives for the process.
+    let (s, sess) = LOCAL.with(|l| (l.slot.get(), l.session.get()));
+    if !s.is_null() && sess == session::SESSION.load(Ordering::Relaxed) {
+        // SAFETY: the slot pointer points into the slot table, which lives for the process.
         return Some(unsafe { &*s });
     }
     register()
@@ -395,11 +395,13 @@ fn register() -> Option<&'static Slot> {
     );
     s.ring.store(ring(i), Ordering::Relaxed);
     s.thread.store(thread, Ordering::Release);
-    CURRENT.with(|c| c.set(s));
-    CURRENT_SESSION.with(|c| c.set(session::SESSION.load(Ordering::Relaxed)));
+    LOCAL.with(|l| {
+        l.slot.set(s);
+        l.session.set(session::SESSION.load(Ordering::Relaxed));
+    });
     let tid = crate::stack::bounds::os_tid();
     s.stack.init(bounds.low, bounds.high, tid);
-    if !EXITED.with(|e| e.get()) {
+    if !LOCAL.with(|l| l.exited.get()) {
         // Touching the hook registers its destructor (may allocate: guard held).
         // Only a thread whose hook will run (and stop the sampler) is sampled.
         if EXIT_HOOK.try_with(|_| ()).is_ok() {
@@ -417,18 +419,17 @@ fn register() -> Option<&'static Slot> {
 /// The calling thread's slot of the current session without registering; for signal
 /// handlers (a `const` thread-local without destructor: a plain TLS load).
 pub fn current_for_signal() -> Option<&'static Slot> {
-    let s = CURRENT.with(|c| c.get());
-    if s.is_null() || CURRENT_SESSION.with(|c| c.get()) != session::SESSION.load(Ordering::Relaxed)
-    {
+    let (s, sess) = LOCAL.with(|l| (l.slot.get(), l.session.get()));
+    if s.is_null() || sess != session::SESSION.load(Ordering::Relaxed) {
         return None;
     }
-    // SAFETY: CURRENT points into the slot table, which lives for the process.
+    // SAFETY: the slot pointer points into the slot table, which lives for the process.
     Some(unsafe { &*s })
 }
 
 /// Thread index of the calling thread's slot (0 if none).
 pub fn current_thread_index() -> u32 {
-    let s = CURRENT.with(|c| c.get());
+    let s = LOCAL.with(|l| l.slot.get());
     if s.is_null() {
         0
     } else {
