@@ -76,3 +76,37 @@ fn two_threads_totals_exact() {
     assert_eq!(c.live_bytes, live.values().sum::<u64>() as i64);
     assert_eq!(c.live_blocks, live.len() as i64);
 }
+
+/// Run the churn demo under the CLI and return summary.json.
+fn churn_summary(name: &str, sample: &str, threads: &str) -> serde_json::Value {
+    let dir = scratch(name);
+    let o = std::process::Command::new(stackheap_tests::bin("stackheap"))
+        .args(["run", "--sample", sample, "--out"])
+        .arg(&dir)
+        .arg("--")
+        .arg(stackheap_tests::bin("churn"))
+        .args(["--threads", threads, "--iters", "50000"])
+        .output()
+        .expect("run stackheap");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&std::fs::read(dir.join("summary.json")).expect("summary.json"))
+        .expect("json")
+}
+
+/// With several threads the in-process peak is counted in batches: the report says how
+/// far it may be off (and that it is exact with one thread, and in full mode).
+#[test]
+fn the_batched_peak_says_its_bound() {
+    let batch = stackheap::alloc::counters::BATCH as u64;
+    let two = churn_summary("peak-bound-2", "64KiB", "2");
+    assert_eq!(two["heap"]["source"], "trailer", "{}", two["heap"]);
+    let threads = two["threads"].as_array().unwrap().len() as u64;
+    assert!(threads >= 2, "{}", two["threads"]);
+    assert_eq!(two["heap"]["peak_bytes_within"], threads * batch);
+    let one = churn_summary("peak-bound-1", "64KiB", "1");
+    assert_eq!(one["heap"]["source"], "trailer");
+    assert_eq!(one["heap"]["peak_bytes_within"], 0, "{}", one["heap"]);
+    let full = churn_summary("peak-bound-full", "1", "2");
+    assert_eq!(full["heap"]["source"], "events");
+    assert_eq!(full["heap"]["peak_bytes_within"], 0, "{}", full["heap"]);
+}

@@ -192,6 +192,9 @@ pub struct HeapTotals {
     pub peak_blocks: u64,
     /// When, ns since start.
     pub peak_time_ns: u64,
+    /// 0 when `peak_bytes` is exact; otherwise the true peak is within this many bytes
+    /// of it (in-process counters with several threads count live bytes in batches).
+    pub peak_bytes_within: u64,
     /// Live at the end: bytes never freed.
     pub leaked_bytes: u64,
     /// Blocks never freed.
@@ -398,6 +401,7 @@ fn counters_totals(
     source: TotalsSource,
     frees_unknown: u64,
     attach_frees: u64,
+    threads: usize,
 ) -> HeapTotals {
     HeapTotals {
         total_allocs: c.total_allocs,
@@ -406,11 +410,22 @@ fn counters_totals(
         peak_bytes: c.peak_bytes,
         peak_blocks: c.peak_blocks,
         peak_time_ns: c.peak_time_ns,
+        peak_bytes_within: peak_slack(threads),
         leaked_bytes: c.live_bytes.max(0) as u64,
         leaked_blocks: c.live_blocks.max(0) as u64,
         frees_unknown,
         failed_allocs: c.failed_allocs,
         source,
+    }
+}
+
+/// How far the in-process peak may be from the true one: 0 with one thread (solo
+/// mode, exact), else one batch of live bytes per thread (`stackheap::alloc::counters`).
+fn peak_slack(threads: usize) -> u64 {
+    if threads > 1 {
+        threads as u64 * stackheap::alloc::counters::BATCH as u64
+    } else {
+        0
     }
 }
 
@@ -447,11 +462,7 @@ fn cross_check(trailer: &Counters, ev: &EventTotals, threads: usize) -> Vec<Stri
         trailer.live_blocks.into(),
         e.live_blocks.into(),
     );
-    let slack = if threads > 1 {
-        threads as i128 * stackheap::alloc::counters::BATCH as i128
-    } else {
-        0
-    };
+    let slack = i128::from(peak_slack(threads));
     if (i128::from(trailer.peak_bytes) - i128::from(e.peak_bytes)).abs() > slack {
         cmp("peak_bytes", trailer.peak_bytes.into(), e.peak_bytes.into());
     }
@@ -488,6 +499,7 @@ fn build(
             peak_bytes: ev.peak_bytes,
             peak_blocks: ev.peak_blocks,
             peak_time_ns: ev.peak_time_ns,
+            peak_bytes_within: 0,
             leaked_bytes: ev.live_bytes,
             leaked_blocks: ev.live_blocks,
             frees_unknown: ev.frees_unknown,
@@ -495,9 +507,21 @@ fn build(
             source: TotalsSource::Events,
         }
     } else if let Some(t) = &trailer {
-        counters_totals(t, TotalsSource::Trailer, ev.frees_unknown, attach_frees)
+        counters_totals(
+            t,
+            TotalsSource::Trailer,
+            ev.frees_unknown,
+            attach_frees,
+            agg.threads.len(),
+        )
     } else if let Some(c) = &agg.last_counters {
-        counters_totals(c, TotalsSource::Counters, ev.frees_unknown, attach_frees)
+        counters_totals(
+            c,
+            TotalsSource::Counters,
+            ev.frees_unknown,
+            attach_frees,
+            agg.threads.len(),
+        )
     } else {
         let est = |f: f64| f.round() as u64;
         let (alloc, live) = agg.sites.iter().fold(
@@ -517,6 +541,7 @@ fn build(
             peak_bytes: est(agg.peak.tally.est_bytes),
             peak_blocks: est(agg.peak.tally.est_blocks),
             peak_time_ns: agg.peak.time_ns,
+            peak_bytes_within: 0,
             leaked_bytes: est(live.est_bytes),
             leaked_blocks: est(live.est_blocks),
             frees_unknown: ev.frees_unknown,

@@ -77,7 +77,15 @@ fn summary(a: &Analysis, s: &mut String) {
         "peak live heap",
         "peak_bytes",
         h.peak_bytes,
-        bytes_text(h.peak_bytes),
+        if h.peak_bytes_within > 0 {
+            format!(
+                "{} ± {}",
+                bytes_text(h.peak_bytes),
+                bytes_text(h.peak_bytes_within)
+            )
+        } else {
+            bytes_text(h.peak_bytes)
+        },
     );
     fig(
         s,

@@ -69,6 +69,7 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> Value {
             "peak_bytes": h.peak_bytes,
             "peak_blocks": h.peak_blocks,
             "peak_time_ns": h.peak_time_ns,
+            "peak_bytes_within": h.peak_bytes_within,
             "leaked_bytes": h.leaked_bytes,
             "leaked_blocks": h.leaked_blocks,
             "frees_unknown": h.frees_unknown,

@@ -90,11 +90,22 @@ pub fn render(a: &Analysis, opts: &RenderOptions) -> String {
     );
     let _ = writeln!(
         o,
-        "  peak heap:   {} in {} blocks, at {}",
+        "  peak heap:   {}{} in {} blocks, at {}",
         fmt_bytes(h.peak_bytes),
+        if h.peak_bytes_within > 0 {
+            format!(" (± {})", fmt_bytes(h.peak_bytes_within))
+        } else {
+            String::new()
+        },
         h.peak_blocks,
         fmt_time(h.peak_time_ns)
     );
+    if h.peak_bytes_within > 0 {
+        let _ = writeln!(
+            o,
+            "               (several threads: the process counts live bytes in batches per thread; --sample 1 gives the exact peak)"
+        );
+    }
     let _ = writeln!(
         o,
         "  live at end: {} in {} blocks{}",
