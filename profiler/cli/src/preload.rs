@@ -73,6 +73,19 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
         .any(|(i, _)| hay[i..].starts_with(needle))
 }
 
+/// The `#!` line of `program` if it is a script (without the `#!`), e.g.
+/// `/usr/bin/env bash` for a pyenv shim.
+pub fn script_interpreter(program: &str) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(resolve(program)?)
+        .and_then(|mut f| f.read(&mut head))
+        .ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    Some(String::from_utf8_lossy(line).trim().to_string())
+}
+
 /// Choose the mode for `program`.
 pub fn choose(program: &str) -> Result<Mode> {
     let Some(path) = resolve(program).filter(|p| p.exists()) else {
@@ -207,6 +220,22 @@ mod tests {
     fn finds_needles() {
         assert!(contains(b"xxSTACKHEAP_TRACE\0yy", b"STACKHEAP_TRACE\0"));
         assert!(!contains(b"xxSTACKHEAP_TRACEyy", b"STACKHEAP_TRACE\0"));
+    }
+
+    #[test]
+    fn scripts_name_their_interpreter() {
+        let dir = std::env::temp_dir().join(format!("stackheap-script-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("shim");
+        std::fs::write(&script, "#!/usr/bin/env bash\nexec python3 \"$@\"\n").unwrap();
+        let script = script.to_str().unwrap();
+        assert_eq!(
+            script_interpreter(script).as_deref(),
+            Some("/usr/bin/env bash")
+        );
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(script_interpreter(me.to_str().unwrap()), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

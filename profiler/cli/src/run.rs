@@ -130,6 +130,13 @@ pub fn record(args: &RunArgs, capture: bool) -> Result<(RunOutcome, Vec<u8>)> {
     if let crate::preload::Mode::Preload(lib) = crate::preload::choose(program)? {
         tracing::info!(library = %lib.display(), "profiling through LD_PRELOAD");
         cmd.env("LD_PRELOAD", crate::preload::ld_preload(&lib));
+        if !args.follow_forks {
+            if let Some(interp) = crate::preload::script_interpreter(program) {
+                eprintln!(
+                    "stackheap: note: {program} is a script ({interp}): that interpreter is profiled, not the programs it executes (name the real program, or add --follow-forks)"
+                );
+            }
+        }
     }
     if args.follow_forks {
         cmd.env("STACKHEAP_FOLLOW_FORKS", "1");
