@@ -82,10 +82,36 @@ pub fn trace_in(dir: &std::path::Path) -> PathBuf {
         .unwrap_or_else(|| panic!("no trace in {}", dir.display()))
 }
 
-/// A fresh, empty directory for one test.
+/// A fresh, empty directory for one test. Kept after the test (to look at a failure);
+/// the first call in a test process removes those of earlier test processes that have
+/// exited.
 pub fn scratch(name: &str) -> PathBuf {
+    static PRUNE: std::sync::Once = std::sync::Once::new();
+    PRUNE.call_once(prune_scratch);
     let d = std::env::temp_dir().join(format!("stackheap-test-{}-{}", name, std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create scratch dir");
     d
+}
+
+/// Remove `stackheap-test-*-PID` directories whose process is gone.
+fn prune_scratch() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("stackheap-test-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
