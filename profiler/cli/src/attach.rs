@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
+use stackheap_report::follow::Follow;
 use stackheap_report::render::{fmt_bytes, fmt_time, write_atomic};
 use stackheap_report::{select, AnalyzeOptions};
 
@@ -307,6 +308,72 @@ pub fn snapshot(conn: &mut Conn, dir: &Path) -> Result<Snapshot> {
         live_bytes: a.heap.leaked_bytes,
         live_blocks: a.heap.leaked_blocks,
         time_ns: a.duration_ns,
+        top,
+    })
+}
+
+/// A snapshot from the live view's follower, which has already read the trace as it
+/// grew: it reads on to the length the program reports for the snapshot (no second pass
+/// over the whole trace) and writes the same three files as [`snapshot`]. Events of the
+/// program's last recorder round may still be held back by the reader's merge, so the
+/// picture is of the moment one round (about 10 ms) before the request.
+pub fn snapshot_followed(conn: &mut Conn, follow: &mut Follow, dir: &Path) -> Result<Snapshot> {
+    let pid = conn.hello.pid;
+    let reply = conn.request("snapshot")?;
+    let s = &reply["snapshot"];
+    let trace = PathBuf::from(s["trace"].as_str().unwrap_or_default());
+    let complete = s["complete_bytes"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("bad snapshot reply {reply}"))?;
+    follow
+        .poll(complete)
+        .with_context(|| format!("reading the live trace {}", trace.display()))?;
+    let lines = follow.folded_live();
+    let title = format!(
+        "Live heap of process {pid} at {}, by call stack",
+        fmt_time(follow.time_ns())
+    );
+    let svg =
+        stackheap_report::render::oom::flame_svg_lines(&lines, &title, "bytes", follow.sampled())?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create snapshot directory {}", dir.display()))?;
+    let folded: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let (live_bytes, live_blocks) = follow.live();
+    let mut top_json = Vec::new();
+    let mut top = None;
+    for site in follow.top_live(10) {
+        let frames = follow.frames(site.stack);
+        if top.is_none() {
+            top = Some((follow.site_name(site.stack), site.bytes));
+        }
+        top_json.push(json!({
+            "bytes": site.bytes,
+            "blocks": site.blocks,
+            "frames": frames.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
+        }));
+    }
+    let summary = json!({
+        "pid": pid,
+        "trace": trace,
+        "complete_bytes": complete,
+        "time_ns": follow.time_ns(),
+        "live_bytes": live_bytes,
+        "live_blocks": live_blocks,
+        "sampled": follow.sampled(),
+        "top": top_json,
+    });
+    let mut json_text = serde_json::to_string_pretty(&summary)?;
+    json_text.push('\n');
+    let files = vec![
+        write_atomic(dir, "live.svg", &svg)?,
+        write_atomic(dir, "live.folded", folded.as_bytes())?,
+        write_atomic(dir, "live.json", json_text.as_bytes())?,
+    ];
+    Ok(Snapshot {
+        files,
+        live_bytes,
+        live_blocks,
+        time_ns: follow.time_ns(),
         top,
     })
 }

@@ -129,7 +129,11 @@ fn event_loop(
                         terminal.draw(|f| view.draw(f))?;
                         view.snapshots += 1;
                         let dir = view.out.join(format!("snapshot-{}", view.snapshots));
-                        view.status = match crate::attach::snapshot(conn, &dir) {
+                        let taken = match follow.as_mut() {
+                            Some(f) => crate::attach::snapshot_followed(conn, f, &dir),
+                            None => crate::attach::snapshot(conn, &dir),
+                        };
+                        view.status = match taken {
                             Ok(s) => format!(
                                 "{} -> {}",
                                 s.line(view.pid),

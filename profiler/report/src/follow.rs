@@ -369,6 +369,35 @@ impl Follow {
         f
     }
 
+    /// True if the trace is sampled (figures are estimates).
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
+
+    /// The live heap now as folded lines (`root;…;leaf bytes`, sorted), as
+    /// `stackheap flamegraph --kind live` writes them.
+    pub fn folded_live(&mut self) -> Vec<String> {
+        let mut m = std::collections::BTreeMap::<String, u64>::new();
+        for site in self.sites() {
+            if site.bytes == 0 {
+                continue;
+            }
+            let frames = self.frames(site.stack);
+            let text = if frames.is_empty() {
+                format!("[stack {}]", site.stack)
+            } else {
+                frames
+                    .iter()
+                    .rev()
+                    .map(|f| crate::render::folded::clean_frame(&f.name))
+                    .collect::<Vec<_>>()
+                    .join(";")
+            };
+            *m.entry(text).or_default() += site.bytes;
+        }
+        m.into_iter().map(|(k, v)| format!("{k} {v}")).collect()
+    }
+
     /// A short name of stack `id` ([`site_label`]), or `[stack N]`.
     pub fn site_name(&mut self, id: u32) -> String {
         if id == 0 {

@@ -38,13 +38,24 @@ pub fn flame_svg_unit(
     title: &str,
     unit: &str,
 ) -> Result<Vec<u8>, ReportError> {
+    flame_svg_lines(lines, title, unit, a.sampled())
+}
+
+/// Render a flamegraph of folded `lines` counting `unit` (of sampled allocations when
+/// `sampled`) with `title`, without an [`Analysis`] (the live view's snapshots).
+pub fn flame_svg_lines(
+    lines: &[String],
+    title: &str,
+    unit: &str,
+    sampled: bool,
+) -> Result<Vec<u8>, ReportError> {
     if lines.is_empty() {
         return Ok(super::flamegraph::empty_svg(title, "nothing to show").into_bytes());
     }
     let mut opts = Options::default();
     opts.colors = Palette::Basic(BasicPalette::Mem);
     opts.title = title.to_string();
-    opts.count_name = if a.sampled() {
+    opts.count_name = if sampled {
         format!("{unit} (of the sampled allocations)")
     } else {
         unit.to_string()
