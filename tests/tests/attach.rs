@@ -431,3 +431,87 @@ fn a_pid_without_a_socket_gets_one_error_line() {
     assert!(!o.status.success());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// The live terminal view, driven through a pseudo-terminal (`script`, util-linux): it
+/// draws the growth demo's cache among the top sites, `s` writes a snapshot whose widest
+/// site is the cache, `q` quits and the demo keeps running.
+#[test]
+fn the_live_view_draws_snapshots_and_quits_leaving_the_program_running() {
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("`script` (util-linux) is needed to give the live view a terminal");
+    }
+    let live = Live::start(
+        "attach-tui",
+        &[],
+        &bin("growth"),
+        &["--ticks", "1500", "--tick-ms", "10", "--requests", "10"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while live.request("stats")["stats"]["live_bytes"]
+        .as_i64()
+        .unwrap_or(0)
+        < 1 << 20
+    {
+        assert!(Instant::now() < deadline, "the heap never reached 1 MiB");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cwd = live.out.parent().unwrap().join("tui");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let screen = cwd.join("screen.out");
+    let command = format!(
+        "stty cols 160 rows 45; exec {} attach {}",
+        bin("stackheap").display(),
+        live.pid
+    );
+    let mut tui = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .current_dir(&cwd)
+        .env("XDG_RUNTIME_DIR", &live.runtime)
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&screen).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn script");
+    let mut keys = tui.stdin.take().unwrap();
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "no {what} after 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("site table on the screen", &|| {
+        std::fs::read_to_string(&screen).is_ok_and(|s| s.contains("remember_response"))
+    });
+    keys.write_all(b"s").unwrap();
+    keys.flush().unwrap();
+    let snap = cwd
+        .join("stackheap-out")
+        .join(format!("attach-{}", live.pid))
+        .join("snapshot-1");
+    wait_for("snapshot", &|| snap.join("live.json").is_file());
+    let lines = folded(&snap);
+    assert!(
+        lines.first().is_some_and(|l| l.0.contains(CACHE)),
+        "the widest site is not the cache: {:?}",
+        &lines[..lines.len().min(3)]
+    );
+    keys.write_all(b"q").unwrap();
+    keys.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = tui.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = tui.kill();
+            panic!("the live view did not quit on q");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "stackheap attach under script: {status}");
+    assert!(alive(live.pid), "the demo died when the view quit");
+    assert!(live.request("stats")["stats"]["active"].as_bool().unwrap());
+    let (status, _, _) = live.finish(false);
+    assert!(status.success(), "stackheap run: {status}");
+}
