@@ -14,10 +14,10 @@
 //!   wrapped so that every new thread registers at once (the stack-depth sampler then
 //!   sees threads that never allocate).
 //! * The hooks count requested sizes. `free` gets no size, so the requested size of
-//!   every recorded block is kept in a lock-free table ([`sizes`]); a block unknown to
+//!   every recorded block is kept in a lock-free table (`sizes`); a block unknown to
 //!   it (allocated before the session, or by the profiler itself) is neither counted
 //!   nor recorded when freed.
-//! * This library's own Rust code allocates through glibc directly ([`LibcDirect`]),
+//! * This library's own Rust code allocates through glibc directly (`LibcDirect`),
 //!   never through the shims; what glibc allocates for the profiler (thread stacks'
 //!   TLS, the atexit list) passes the shims with the reentrancy guard held and is not
 //!   counted.
@@ -607,7 +607,7 @@ fn real_exit(code: c_int) -> ! {
     unreachable!("exit_group returned")
 }
 
-/// `_exit`: flush the trace (see [`flush_before_exit`]), then leave.
+/// `_exit`: flush the trace (see `flush_before_exit`), then leave.
 #[no_mangle]
 pub extern "C" fn _exit(code: c_int) -> ! {
     flush_before_exit();

@@ -29,7 +29,7 @@
 //!
 //! Module map, by where the code runs: [`alloc`] and [`stack`] run inside every
 //! allocation (the hot path); [`record`] is the recorder thread beside the program;
-//! [`format`] is the trace contract shared with the readers.
+//! [`mod@format`] is the trace contract shared with the readers.
 
 pub mod alloc;
 pub mod control;

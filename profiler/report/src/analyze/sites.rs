@@ -32,7 +32,7 @@ impl SiteStats {
 
 /// All sites by stack id. The reader numbers stacks densely from 1, so a vector
 /// indexed by the id replaces a hash lookup per allocation and free; ids beyond
-/// [`DENSE_IDS`] (never made by the reader) go to a map, so no id can blow up the vector.
+/// `DENSE_IDS` (never made by the reader) go to a map, so no id can blow up the vector.
 #[derive(Debug, Clone, Default)]
 pub struct SiteTable {
     sites: Vec<Option<SiteStats>>,
