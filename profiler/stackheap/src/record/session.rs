@@ -313,6 +313,8 @@ pub fn stop() -> Result<(), Error> {
     // Pairs with the RMW in `Slot::begin`: a thread that took its number before this
     // is seen in `in_flight` below; one after it sees STOPPING.
     slots::SEQ.fetch_add(0, Ordering::AcqRel);
+    // The solo thread takes its number with plain stores: see `Slot::begin`.
+    counters::stop_barrier();
     // Wait for records already announced to be published (or abandoned).
     // A record takes microseconds; a thread stuck inside one for a second (stopped by a
     // debugger, frozen in a signal handler) is not waited for: its record is lost.
