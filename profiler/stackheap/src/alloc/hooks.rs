@@ -248,9 +248,16 @@ fn record_alloc_guarded(slot: &'static Slot, ptr: *mut u8, size: usize, rate: u6
         session::sampled_set().insert(ptr as usize);
     }
     let d = depth(owner.bounds);
-    slot.record(MAX_EVENT_RECORD, |w| {
-        owner.stream.alloc(w, seq, ptr as u64, size as u64, id, d)
-    });
+    let (addr, size) = (ptr as u64, size as u64);
+    if let Some(p) = slot.reserve(MAX_EVENT_RECORD) {
+        // SAFETY: `reserve` gave MAX_EVENT_RECORD writable bytes at `p`.
+        let n = unsafe { owner.stream.alloc_raw(p, seq, addr, size, id, d) };
+        slot.commit(n);
+    } else {
+        slot.record(MAX_EVENT_RECORD, |w| {
+            owner.stream.alloc(w, seq, addr, size, id, d)
+        });
+    }
     slot.end();
 }
 
@@ -310,7 +317,13 @@ fn record_free_guarded(slot: &'static Slot, ptr: *mut u8, rate: u64) {
     let Some(seq) = slot.begin() else { return };
     // SAFETY: this thread's slot; no other &mut Owner alive.
     let owner = unsafe { slot.owner() };
-    slot.record(MAX_EVENT_RECORD, |w| owner.stream.free(w, seq, ptr as u64));
+    if let Some(p) = slot.reserve(MAX_EVENT_RECORD) {
+        // SAFETY: `reserve` gave MAX_EVENT_RECORD writable bytes at `p`.
+        let n = unsafe { owner.stream.free_raw(p, seq, ptr as u64) };
+        slot.commit(n);
+    } else {
+        slot.record(MAX_EVENT_RECORD, |w| owner.stream.free(w, seq, ptr as u64));
+    }
     slot.end();
 }
 

@@ -299,6 +299,34 @@ impl Slot {
         }
     }
 
+    /// Room for a record of at most `max` bytes at the ring's head, as a pointer to
+    /// write it at (then [`Slot::commit`]), or `None` near the end of the ring or when
+    /// it is full (then use [`Slot::record`]). Call between `begin` and `end`.
+    #[inline(always)]
+    pub fn reserve(&self, max: usize) -> Option<*mut u8> {
+        let head = self.head.load(Ordering::Relaxed);
+        let pos = (head % RING_SIZE as u64) as usize;
+        let ring = self.ring.load(Ordering::Relaxed);
+        if pos + max <= RING_SIZE
+            && head + max as u64 - self.tail.load(Ordering::Acquire) <= RING_SIZE as u64
+            && !ring.is_null()
+        {
+            // SAFETY: pos + max <= RING_SIZE, so the pointer and the `max` bytes after it
+            // lie inside this slot's ring; they are beyond `head`, which the recorder does
+            // not read past, and only the owner writes there.
+            Some(unsafe { ring.add(pos) })
+        } else {
+            None
+        }
+    }
+
+    /// Publish `n` bytes written at the pointer [`Slot::reserve`] returned.
+    #[inline(always)]
+    pub fn commit(&self, n: usize) {
+        let head = self.head.load(Ordering::Relaxed);
+        self.head.store(head + n as u64, Ordering::Release);
+    }
+
     #[cold]
     #[inline(never)]
     fn record_slow(&self, max: usize, f: impl FnOnce(&mut SliceWriter<'_>)) {
