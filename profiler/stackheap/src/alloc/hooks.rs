@@ -11,9 +11,10 @@
 //! counters, and in sampled mode the byte countdown or the sampled-page test; it takes no
 //! guard because it cannot allocate (see [`fast_slot`]). Everything else — the first
 //! call of a thread, the profiler's own allocations, failures, testing scopes, reallocs —
-//! goes through the out-of-line `*_active` functions. A recorded event costs one locked
-//! instruction for the sequence number, a frame-pointer walk and one probe of the
-//! thread's stack table.
+//! goes through the out-of-line `*_active` functions. A recorded event costs the
+//! sequence number (a plain load and store while the thread is the only one with a slot,
+//! one locked instruction otherwise: [`Slot::take_seq`]), a frame-pointer walk and one
+//! probe of the thread's stack table, then its record is written straight into the ring.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering::Relaxed;
