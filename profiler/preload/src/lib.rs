@@ -586,7 +586,7 @@ static REAL_EXIT: AtomicUsize = AtomicUsize::new(0);
 fn flush_before_exit() {
     // SAFETY: getpid has no preconditions.
     if session::is_active() && OWNER_PID.load(Ordering::Acquire) == unsafe { libc::getpid() } {
-        if let Err(e) = session::stop() {
+        if let Err(e) = session::stop_at_exit() {
             let msg = format!("stackheap: {e}\n");
             // SAFETY: writes our own buffer to fd 2.
             unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };

@@ -164,6 +164,15 @@ pub(crate) fn solo_reset() {
     SOLO_STATE.store(if ok { SOLO_ALLOWED } else { SOLO_OFF }, Relaxed);
 }
 
+/// Session stop: a full memory barrier on every thread of the process, after `STOPPING`
+/// was stored and before the `in_flight` announcements are read. A solo thread takes
+/// its sequence number without a locked instruction (see `Slot::take_seq`), so only
+/// this barrier orders its announcement before its load of the state. Does nothing
+/// (and is not needed) if solo mode was never allowed.
+pub(crate) fn stop_barrier() {
+    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+}
+
 /// A thread got a slot. The first one of a session becomes the solo thread; the next
 /// one ends solo mode: it publishes the switch, forces a memory barrier on every thread
 /// of the process (`membarrier`), then waits until the solo thread is not inside a plain

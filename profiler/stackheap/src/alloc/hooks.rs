@@ -11,9 +11,10 @@
 //! counters, and in sampled mode the byte countdown or the sampled-page test; it takes no
 //! guard because it cannot allocate (see [`fast_slot`]). Everything else — the first
 //! call of a thread, the profiler's own allocations, failures, testing scopes, reallocs —
-//! goes through the out-of-line `*_active` functions. A recorded event costs one locked
-//! instruction for the sequence number, a frame-pointer walk and one probe of the
-//! thread's stack table.
+//! goes through the out-of-line `*_active` functions. A recorded event costs the
+//! sequence number (a plain load and store while the thread is the only one with a slot,
+//! one locked instruction otherwise: [`Slot::take_seq`]), a frame-pointer walk and one
+//! probe of the thread's stack table, then its record is written straight into the ring.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering::Relaxed;
@@ -248,9 +249,16 @@ fn record_alloc_guarded(slot: &'static Slot, ptr: *mut u8, size: usize, rate: u6
         session::sampled_set().insert(ptr as usize);
     }
     let d = depth(owner.bounds);
-    slot.record(MAX_EVENT_RECORD, |w| {
-        owner.stream.alloc(w, seq, ptr as u64, size as u64, id, d)
-    });
+    let (addr, size) = (ptr as u64, size as u64);
+    if let Some(p) = slot.reserve(MAX_EVENT_RECORD) {
+        // SAFETY: `reserve` gave MAX_EVENT_RECORD writable bytes at `p`.
+        let n = unsafe { owner.stream.alloc_raw(p, seq, addr, size, id, d) };
+        slot.commit(n);
+    } else {
+        slot.record(MAX_EVENT_RECORD, |w| {
+            owner.stream.alloc(w, seq, addr, size, id, d)
+        });
+    }
     slot.end();
 }
 
@@ -310,7 +318,13 @@ fn record_free_guarded(slot: &'static Slot, ptr: *mut u8, rate: u64) {
     let Some(seq) = slot.begin() else { return };
     // SAFETY: this thread's slot; no other &mut Owner alive.
     let owner = unsafe { slot.owner() };
-    slot.record(MAX_EVENT_RECORD, |w| owner.stream.free(w, seq, ptr as u64));
+    if let Some(p) = slot.reserve(MAX_EVENT_RECORD) {
+        // SAFETY: `reserve` gave MAX_EVENT_RECORD writable bytes at `p`.
+        let n = unsafe { owner.stream.free_raw(p, seq, ptr as u64) };
+        slot.commit(n);
+    } else {
+        slot.record(MAX_EVENT_RECORD, |w| owner.stream.free(w, seq, ptr as u64));
+    }
     slot.end();
 }
 

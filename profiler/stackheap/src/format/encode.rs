@@ -36,6 +36,43 @@ fn framed_small(out: &mut SliceWriter<'_>, k: u8, f: impl FnOnce(&mut SliceWrite
     out.patch(len_at, n as u8);
 }
 
+/// Write `v` as an unsigned LEB128 varint at `p` (as [`SliceWriter::uvar`]); returns
+/// the byte after it.
+///
+/// # Safety
+/// `p` must be valid for writes of 10 bytes.
+#[inline(always)]
+unsafe fn raw_uvar(mut p: *mut u8, mut v: u64) -> *mut u8 {
+    // SAFETY: at most 10 bytes for a u64 (the caller's contract).
+    unsafe {
+        while v >= 0x80 {
+            p.write(v as u8 | 0x80);
+            p = p.add(1);
+            v >>= 7;
+        }
+        p.write(v as u8);
+        p.add(1)
+    }
+}
+
+/// Finish a record written at `start` whose body (from `start + 2`) ends at `end`:
+/// kind and one-byte body length (event bodies are under 128 bytes). Returns its length.
+///
+/// # Safety
+/// `start..end` lies in one writable buffer, `end >= start + 2`.
+#[inline(always)]
+unsafe fn raw_frame(start: *mut u8, k: u8, end: *mut u8) -> usize {
+    // SAFETY: the caller's contract: both pointers are in one buffer.
+    let n = unsafe { end.offset_from(start) } as usize;
+    debug_assert!(n - 2 < 128);
+    // SAFETY: the first two bytes of the record are ours to write.
+    unsafe {
+        start.write(k);
+        start.add(1).write((n - 2) as u8);
+    }
+    n
+}
+
 /// Delta state of one thread stream, shared by writer and reader.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StreamState {
@@ -91,6 +128,54 @@ impl StreamState {
             b.uvar(ds);
             b.svar(da);
         });
+    }
+
+    /// [`StreamState::alloc`] written through a raw pointer: the same bytes, without
+    /// the slice writer's bounds check on every byte and without a closure (the hot path
+    /// writes straight into the space it reserved at the head of its ring). Returns the
+    /// record's length.
+    ///
+    /// # Safety
+    /// `out` must be valid for writes of [`MAX_EVENT_RECORD`] bytes.
+    #[inline(always)]
+    pub unsafe fn alloc_raw(
+        &mut self,
+        out: *mut u8,
+        seq: u64,
+        addr: u64,
+        size: u64,
+        stack: u64,
+        depth: u64,
+    ) -> usize {
+        let ds = self.dseq(seq);
+        let da = self.daddr(addr);
+        // SAFETY: kind, length and five varints of at most 10 bytes: 52 bytes at most,
+        // within the caller's MAX_EVENT_RECORD.
+        unsafe {
+            let body = out.add(2);
+            let mut p = raw_uvar(body, ds);
+            p = raw_uvar(p, super::varint::zigzag(da));
+            p = raw_uvar(p, size);
+            p = raw_uvar(p, stack);
+            p = raw_uvar(p, depth);
+            raw_frame(out, kind::ALLOC, p)
+        }
+    }
+
+    /// [`StreamState::free`] written through a raw pointer (see [`StreamState::alloc_raw`]).
+    ///
+    /// # Safety
+    /// `out` must be valid for writes of [`MAX_EVENT_RECORD`] bytes.
+    #[inline(always)]
+    pub unsafe fn free_raw(&mut self, out: *mut u8, seq: u64, addr: u64) -> usize {
+        let ds = self.dseq(seq);
+        let da = self.daddr(addr);
+        // SAFETY: kind, length and two varints: 22 bytes at most.
+        unsafe {
+            let p = raw_uvar(out.add(2), ds);
+            let p = raw_uvar(p, super::varint::zigzag(da));
+            raw_frame(out, kind::FREE, p)
+        }
     }
 
     /// Encode a Realloc record.
@@ -356,5 +441,47 @@ pub mod global {
             counters_body(w, c);
             w.uvar(lost);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The raw encoders write exactly the bytes of the slice-writer ones.
+    #[test]
+    fn raw_records_match_the_slice_writer() {
+        let values = [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            1 << 35,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let (mut a, mut b) = (StreamState::default(), StreamState::default());
+        for (i, &x) in values.iter().enumerate() {
+            for &y in &values {
+                let (seq, addr) = (x.wrapping_mul(i as u64 + 1), y ^ x);
+                let mut want = [0u8; MAX_EVENT_RECORD];
+                let mut w = SliceWriter::new(&mut want);
+                a.alloc(&mut w, seq, addr, y, x, y / 3);
+                let n = w.len();
+                let mut got = [0xAAu8; MAX_EVENT_RECORD];
+                // SAFETY: `got` has MAX_EVENT_RECORD bytes.
+                let m = unsafe { b.alloc_raw(got.as_mut_ptr(), seq, addr, y, x, y / 3) };
+                assert_eq!(&want[..n], &got[..m]);
+                let mut w = SliceWriter::new(&mut want);
+                a.free(&mut w, seq.wrapping_add(1), y);
+                let n = w.len();
+                // SAFETY: as above.
+                let m = unsafe { b.free_raw(got.as_mut_ptr(), seq.wrapping_add(1), y) };
+                assert_eq!(&want[..n], &got[..m]);
+            }
+        }
     }
 }

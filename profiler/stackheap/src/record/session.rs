@@ -297,6 +297,16 @@ pub fn is_active() -> bool {
 
 /// Stop the session: no new records, drain every thread, write the trailer, close.
 pub fn stop() -> Result<(), Error> {
+    stop_session(false)
+}
+
+/// [`stop`] when the process is about to exit (atexit, `_exit`): the same, except that
+/// the recorder's buffers are not freed (see `recorder::Handle::finish`).
+pub fn stop_at_exit() -> Result<(), Error> {
+    stop_session(true)
+}
+
+fn stop_session(exiting: bool) -> Result<(), Error> {
     let _g = Guard::enter();
     let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
     let Some(run) = running.take() else {
@@ -313,6 +323,8 @@ pub fn stop() -> Result<(), Error> {
     // Pairs with the RMW in `Slot::begin`: a thread that took its number before this
     // is seen in `in_flight` below; one after it sees STOPPING.
     slots::SEQ.fetch_add(0, Ordering::AcqRel);
+    // The solo thread takes its number with plain stores: see `Slot::begin`.
+    counters::stop_barrier();
     // Wait for records already announced to be published (or abandoned).
     // A record takes microseconds; a thread stuck inside one for a second (stopped by a
     // debugger, frozen in a signal handler) is not waited for: its record is lost.
@@ -324,7 +336,7 @@ pub fn stop() -> Result<(), Error> {
         }
     }
     crate::alloc::limit::reset(0);
-    let result = run.recorder.finish();
+    let result = run.recorder.finish(exiting);
     slots::reset_all();
     STATE.store(idle_state(), Ordering::Release);
     result.map_err(Error::Write)
@@ -365,7 +377,7 @@ extern "C" fn at_exit() {
         return;
     }
     if is_active() {
-        if let Err(e) = stop() {
+        if let Err(e) = stop_at_exit() {
             say(&format!("{e}"));
         }
     }

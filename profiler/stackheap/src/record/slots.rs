@@ -9,7 +9,7 @@
 
 use std::cell::UnsafeCell;
 use std::ptr::null_mut;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::alloc::counters::LOST;
 use crate::alloc::guard::LOCAL;
@@ -176,18 +176,20 @@ impl Slot {
 
     /// Start a sequenced record: announce a lower bound of the sequence number in
     /// `in_flight`, take the number, and check that profiling is still active (else
-    /// give up and return `None`). One locked instruction.
+    /// give up and return `None`). One locked instruction with several threads, none
+    /// in solo mode ([`Slot::take_seq`]).
     ///
     /// Why this is enough: the `fetch_add` is a release-acquire RMW on the one global
     /// sequence. The recorder reads `SEQ` with acquire before reading `in_flight`, so if
     /// our number is below what it read, it also sees our announcement. `stop` does an
     /// RMW on `SEQ` after setting `STOPPING`: whichever RMW comes second sees the other
-    /// side's write (our announcement, or `STOPPING`).
+    /// side's write (our announcement, or `STOPPING`). In solo mode `stop` forces a
+    /// barrier on every thread (`membarrier`) after setting `STOPPING` instead: our
+    /// announcement and our load of `STATE` below are separated by a compiler fence, so
+    /// either the announcement is visible to `stop` or we see `STOPPING`.
     #[inline(always)]
     pub fn begin(&self) -> Option<u64> {
-        self.in_flight
-            .store(SEQ.load(Ordering::Relaxed), Ordering::Relaxed);
-        let seq = SEQ.fetch_add(1, Ordering::AcqRel);
+        let seq = self.take_seq(true);
         if session::STATE.load(Ordering::Acquire) != session::ACTIVE {
             self.end();
             return None;
@@ -195,10 +197,49 @@ impl Slot {
         Some(seq)
     }
 
+    /// Take the next global sequence number (announcing it in `in_flight` first if
+    /// `announce`).
+    ///
+    /// **Solo mode** (this thread is the only one with a slot, see
+    /// [`crate::alloc::counters`]): a plain load and a release store of `SEQ`, no locked
+    /// instruction, inside the thread's `busy` window — the same asymmetric protocol as
+    /// the solo live-bytes update: `busy` is set, then `solo` re-read (a compiler fence
+    /// between them; the switching thread's `membarrier` turns it into a full one). A
+    /// thread that registers while we are inside the window waits for `busy` to clear,
+    /// and `busy`'s release store comes after our store of `SEQ`, so every number taken
+    /// by an RMW after the switch is above ours (and a block we freed, handed to the new
+    /// thread by the inner allocator, is allocated there under a later number). The
+    /// recorder still sees our announcement: it is stored before the release store of
+    /// `SEQ`, which its acquire load of `SEQ` synchronises with. Exactly one thread
+    /// writes `SEQ` in solo mode, so nothing is lost between the load and the store.
+    #[inline(always)]
+    pub fn take_seq(&self, announce: bool) -> u64 {
+        if self.solo.load(Ordering::Relaxed) {
+            self.busy.store(true, Ordering::Relaxed);
+            compiler_fence(Ordering::SeqCst);
+            if self.solo.load(Ordering::Relaxed) {
+                let seq = SEQ.load(Ordering::Relaxed);
+                if announce {
+                    self.in_flight.store(seq, Ordering::Relaxed);
+                }
+                SEQ.store(seq + 1, Ordering::Release);
+                compiler_fence(Ordering::SeqCst);
+                self.busy.store(false, Ordering::Release);
+                return seq;
+            }
+            self.busy.store(false, Ordering::Release);
+        }
+        if announce {
+            self.in_flight
+                .store(SEQ.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        SEQ.fetch_add(1, Ordering::AcqRel)
+    }
+
     /// Take a further sequence number inside a record (a realloc's second one).
     #[inline(always)]
     pub fn next_seq(&self) -> u64 {
-        SEQ.fetch_add(1, Ordering::AcqRel)
+        self.take_seq(false)
     }
 
     /// End the record: nothing of ours is in flight any more.
@@ -256,6 +297,34 @@ impl Slot {
         } else {
             self.record_slow(max, f);
         }
+    }
+
+    /// Room for a record of at most `max` bytes at the ring's head, as a pointer to
+    /// write it at (then [`Slot::commit`]), or `None` near the end of the ring or when
+    /// it is full (then use [`Slot::record`]). Call between `begin` and `end`.
+    #[inline(always)]
+    pub fn reserve(&self, max: usize) -> Option<*mut u8> {
+        let head = self.head.load(Ordering::Relaxed);
+        let pos = (head % RING_SIZE as u64) as usize;
+        let ring = self.ring.load(Ordering::Relaxed);
+        if pos + max <= RING_SIZE
+            && head + max as u64 - self.tail.load(Ordering::Acquire) <= RING_SIZE as u64
+            && !ring.is_null()
+        {
+            // SAFETY: pos + max <= RING_SIZE, so the pointer and the `max` bytes after it
+            // lie inside this slot's ring; they are beyond `head`, which the recorder does
+            // not read past, and only the owner writes there.
+            Some(unsafe { ring.add(pos) })
+        } else {
+            None
+        }
+    }
+
+    /// Publish `n` bytes written at the pointer [`Slot::reserve`] returned.
+    #[inline(always)]
+    pub fn commit(&self, n: usize) {
+        let head = self.head.load(Ordering::Relaxed);
+        self.head.store(head + n as u64, Ordering::Release);
     }
 
     #[cold]

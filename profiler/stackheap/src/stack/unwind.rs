@@ -100,10 +100,17 @@ pub fn walk_frame_pointers_hashed(
     stack: StackBounds,
 ) -> (usize, u64) {
     let mut fp = frame_pointer();
-    let mut n = 0;
     let mut h = HASH_SEED;
-    while n < out.len() && fp % std::mem::align_of::<usize>() == 0 && stack.contains(fp, 16) {
-        // SAFETY: as in walk_frame_pointers: `fp..fp+16` lies inside this thread's stack.
+    if out.is_empty() || fp % std::mem::align_of::<usize>() != 0 || !stack.contains(fp, 16) {
+        return (0, h | 1);
+    }
+    // Records above a valid one lie above `low` too (each `next` must be above `fp`),
+    // so after the first only the upper bound and the alignment are checked.
+    let top = stack.high - 16;
+    let mut n = 0;
+    loop {
+        // SAFETY: `fp..fp+16` lies inside this thread's stack: checked for the first
+        // record above, and for each next one below (low <= fp < next <= high - 16).
         let (next, ret) = unsafe { (*(fp as *const usize), *(fp as *const usize).add(1)) };
         if ret == 0 {
             break;
@@ -111,7 +118,7 @@ pub fn walk_frame_pointers_hashed(
         out[n].write(ret as u64);
         h = hash_step(h, ret as u64);
         n += 1;
-        if next <= fp {
+        if n == out.len() || next <= fp || next > top || next % std::mem::align_of::<usize>() != 0 {
             break;
         }
         fp = next;
