@@ -22,7 +22,7 @@
 //!   ordered by their sequence numbers. (With one `lock xadd` per call on one cache line
 //!   the two cores of `churn --threads 2` ran at 8× the un-profiled time.)
 //!
-//! The heap limit compares against [`live_bytes`], the same sum.
+//! The heap limit compares against `live_bytes`, the same sum.
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{compiler_fence, AtomicI64, AtomicPtr, AtomicU64, AtomicU8};

@@ -9,7 +9,7 @@
 //! The common case is inlined into the allocator ([`after_alloc_awake`], [`before_free`]):
 //! one thread-local access (guard flag, slot and session together), the thread's own
 //! counters, and in sampled mode the byte countdown or the sampled-page test; it takes no
-//! guard because it cannot allocate (see [`fast_slot`]). Everything else — the first
+//! guard because it cannot allocate (see `fast_slot`). Everything else — the first
 //! call of a thread, the profiler's own allocations, failures, testing scopes, reallocs —
 //! goes through the out-of-line `*_active` functions. A recorded event costs the
 //! sequence number (a plain load and store while the thread is the only one with a slot,

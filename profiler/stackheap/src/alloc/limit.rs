@@ -2,7 +2,7 @@
 //!
 //! With a limit set (`STACKHEAP_LIMIT=256MiB`, `stackheap run --limit`, or
 //! [`crate::ProfilerBuilder::limit`]), an allocation that would take the live heap
-//! ([`super::counters::live_bytes`]: the global total plus every thread's pending change)
+//! (`counters::live_bytes`: the global total plus every thread's pending change)
 //! over the limit gets null *before* the
 //! inner allocator is asked, exactly as a real out-of-memory: `try_reserve` sees an
 //! error and an infallible allocation aborts through `handle_alloc_error`.
@@ -14,7 +14,7 @@
 //! If the recorder cannot run (stopped, a forked child, or stuck), the wait ends after
 //! [`FLUSH_WAIT`] and the null is returned anyway: the program is never held forever.
 //!
-//! Cost when no limit is set: one relaxed load of [`LIMIT`], and only on the awake path.
+//! Cost when no limit is set: one relaxed load of `LIMIT`, and only on the awake path.
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64};
