@@ -347,28 +347,35 @@ impl HeapScope {
 fn own_frames(frames: &[u64]) -> Vec<String> {
     let mut out = Vec::new();
     for &f in frames {
-        let mut name = None;
-        backtrace::resolve(f as usize as *mut std::ffi::c_void, |sym| {
-            if name.is_none() {
-                name = sym.name().map(|n| format!("{n:#}"));
+        // A return address: look up the call instruction before it. One address stands
+        // for a chain of inlined functions, innermost first (`vec!`'s internals, then
+        // the function that wrote it): keep every name in it that is the program's own.
+        let mut names = Vec::new();
+        backtrace::resolve(
+            f.saturating_sub(1) as usize as *mut std::ffi::c_void,
+            |sym| {
+                if let Some(n) = sym.name() {
+                    names.push(format!("{n:#}"));
+                }
+            },
+        );
+        for n in names {
+            let skip = [
+                "stackheap::",
+                "<stackheap::",
+                "alloc::",
+                "<alloc::",
+                "core::",
+                "<core::",
+                "std::",
+                "<std::",
+                "__rust",
+                "backtrace::",
+                "<T as alloc",
+            ];
+            if !skip.iter().any(|p| n.starts_with(p)) {
+                out.push(n);
             }
-        });
-        let Some(n) = name else { continue };
-        let skip = [
-            "stackheap::",
-            "<stackheap::",
-            "alloc::",
-            "<alloc::",
-            "core::",
-            "<core::",
-            "std::",
-            "<std::",
-            "__rust",
-            "backtrace::",
-            "<T as alloc",
-        ];
-        if !skip.iter().any(|p| n.starts_with(p)) {
-            out.push(n);
         }
     }
     out
