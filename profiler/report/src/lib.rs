@@ -28,8 +28,8 @@ pub mod symbolize;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use stackheap::format::reader::{ReadError, ReadStatus, TraceReader};
-use stackheap::format::{Counters, Event, Header};
+use stackheap::format::reader::{Held, ReadError, ReadStatus, TraceReader};
+use stackheap::format::{Counters, Header};
 
 use analyze::{Aggregates, Analyzer, EventTotals, ThreadStats};
 pub use render::{render_flamegraph, write_report, FlameKind, RenderOptions};
@@ -359,14 +359,14 @@ fn analyze_pipelined<R: Read + Send>(
     let header = reader.header().clone();
     let mut an = Analyzer::new(header.sample_rate, opts.max_timeline_points)
         .snapshot_at(opts.snapshot_times.clone());
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Held>>(2);
     // Empty batches go back to the reading thread to be filled again.
-    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Event>>();
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Held>>();
     let (status, result) = std::thread::scope(|s| {
         let decoder = s.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
             let result = loop {
-                match reader.next_events(&mut batch, BATCH) {
+                match reader.next_held(&mut batch, BATCH) {
                     Ok(0) => break Ok(()),
                     Ok(_) => {
                         let next = back_rx
@@ -385,8 +385,8 @@ fn analyze_pipelined<R: Read + Send>(
             (reader.status().clone(), result)
         });
         for mut batch in rx {
-            for e in batch.drain(..) {
-                an.event(&e);
+            for h in batch.drain(..) {
+                an.held(h);
             }
             let _ = back_tx.send(batch);
         }

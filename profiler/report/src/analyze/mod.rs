@@ -20,6 +20,7 @@ pub mod timeline;
 
 use rustc_hash::FxHashMap as HashMap;
 
+use stackheap::format::reader::Held;
 use stackheap::format::{Counters, Event, Module, ThreadInfo};
 
 use growth::GrowthTracker;
@@ -344,6 +345,69 @@ impl Analyzer {
             .after_change(time_ns, &self.agg.sites, self.sampled);
     }
 
+    /// Feed one event in the reader's compact form ([`Held`]): the same as
+    /// [`Self::event`] on its [`Held::into_event`], without building the [`Event`] for
+    /// allocations and frees.
+    #[inline]
+    pub fn held(&mut self, h: Held) {
+        match h {
+            Held::Alloc {
+                seq,
+                time_ns,
+                addr,
+                size,
+                depth,
+                thread,
+                stack,
+            } => {
+                self.agg.stack_events.alloc(thread, depth, time_ns);
+                self.on_alloc(seq, time_ns, thread, addr, size, stack, depth);
+            }
+            Held::Free {
+                seq,
+                time_ns,
+                addr,
+                thread,
+            } => self.on_free(seq, time_ns, thread, addr),
+            Held::Other { event, .. } => self.event(&event),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn on_alloc(
+        &mut self,
+        seq: u64,
+        time_ns: u64,
+        thread: u32,
+        addr: u64,
+        size: u64,
+        stack: u32,
+        depth: u64,
+    ) {
+        self.seen(time_ns);
+        self.thread_alloc(thread, depth);
+        self.agg.temporary.alloc(thread, addr, stack);
+        self.agg.spans.alloc(thread, size, stack);
+        let ev = &mut self.agg.events;
+        ev.total_allocs += 1;
+        ev.total_bytes += size;
+        let b = self.block(size, stack, seq);
+        self.insert(seq, addr, b);
+        self.after_change(seq, time_ns);
+    }
+
+    #[inline]
+    fn on_free(&mut self, seq: u64, time_ns: u64, thread: u32, addr: u64) {
+        self.seen(time_ns);
+        self.agg.temporary.free(thread, addr);
+        self.agg.events.total_frees += 1;
+        if !self.retire(seq, addr) {
+            self.agg.events.frees_unknown += 1;
+        }
+        self.after_change(seq, time_ns);
+    }
+
     /// Feed one event.
     pub fn event(&mut self, e: &Event) {
         self.agg.stack_events.event(e);
@@ -376,32 +440,13 @@ impl Analyzer {
                 size,
                 stack,
                 depth,
-            } => {
-                self.seen(time_ns);
-                self.thread_alloc(thread, depth);
-                self.agg.temporary.alloc(thread, addr, stack);
-                self.agg.spans.alloc(thread, size, stack);
-                let ev = &mut self.agg.events;
-                ev.total_allocs += 1;
-                ev.total_bytes += size;
-                let b = self.block(size, stack, seq);
-                self.insert(seq, addr, b);
-                self.after_change(seq, time_ns);
-            }
+            } => self.on_alloc(seq, time_ns, thread, addr, size, stack, depth),
             &Event::Free {
                 seq,
                 time_ns,
                 addr,
                 thread,
-            } => {
-                self.seen(time_ns);
-                self.agg.temporary.free(thread, addr);
-                self.agg.events.total_frees += 1;
-                if !self.retire(seq, addr) {
-                    self.agg.events.frees_unknown += 1;
-                }
-                self.after_change(seq, time_ns);
-            }
+            } => self.on_free(seq, time_ns, thread, addr),
             &Event::Realloc {
                 seq,
                 free_seq,

@@ -81,28 +81,32 @@ impl StackEvents {
                 depth,
                 time_ns,
                 ..
-            } => {
-                let slot = thread as usize;
-                if slot < 1 << 16 {
-                    if self.alloc_floor.len() <= slot {
-                        self.alloc_floor.resize(slot + 1, 0);
-                    }
-                    // Seen before and not deeper: `alloc_max` keeps its value and the
-                    // high-water mark (never below `alloc_max`) too.
-                    if depth < self.alloc_floor[slot] {
-                        return;
-                    }
-                }
-                self.raise(thread, time_ns, depth);
-                let e = self.alloc_max.entry(thread).or_default();
-                if depth > e.0 {
-                    *e = (depth, time_ns);
-                }
-                if let Some(f) = self.alloc_floor.get_mut(slot) {
-                    *f = e.0 + 1;
-                }
-            }
+            } => self.alloc(thread, depth, time_ns),
             _ => {}
+        }
+    }
+
+    /// An allocation's stack depth (what [`Self::event`] does for an allocation).
+    #[inline]
+    pub fn alloc(&mut self, thread: u32, depth: u64, time_ns: u64) {
+        let slot = thread as usize;
+        if slot < 1 << 16 {
+            if self.alloc_floor.len() <= slot {
+                self.alloc_floor.resize(slot + 1, 0);
+            }
+            // Seen before and not deeper: `alloc_max` keeps its value and the
+            // high-water mark (never below `alloc_max`) too.
+            if depth < self.alloc_floor[slot] {
+                return;
+            }
+        }
+        self.raise(thread, time_ns, depth);
+        let e = self.alloc_max.entry(thread).or_default();
+        if depth > e.0 {
+            *e = (depth, time_ns);
+        }
+        if let Some(f) = self.alloc_floor.get_mut(slot) {
+            *f = e.0 + 1;
         }
     }
 }

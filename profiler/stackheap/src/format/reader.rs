@@ -81,24 +81,44 @@ type Queue = VecDeque<Held>;
 /// [`Event`]'s size, every other kind boxed. Events are moved twice on their way (into
 /// the merge queue, into the ready queue), and the merge queue holds a whole recorder
 /// round of them: its size is the memory traffic of the reader.
-enum Held {
+///
+/// [`TraceReader::next_held`] hands events out in this form, for consumers that want
+/// to skip building an [`Event`] for every allocation and free.
+#[derive(Debug)]
+pub enum Held {
+    /// [`Event::Alloc`], same fields.
     Alloc {
+        /// Sequence number.
         seq: u64,
+        /// Time, ns since the start.
         time_ns: u64,
+        /// Address of the block.
         addr: u64,
+        /// Requested size, bytes.
         size: u64,
+        /// Stack depth, bytes.
         depth: u64,
+        /// Thread index.
         thread: u32,
+        /// Global stack id (0 = none).
         stack: u32,
     },
+    /// [`Event::Free`], same fields.
     Free {
+        /// Sequence number.
         seq: u64,
+        /// Time, ns since the start.
         time_ns: u64,
+        /// Address of the block.
         addr: u64,
+        /// Thread index.
         thread: u32,
     },
+    /// Every other kind of event.
     Other {
+        /// Sequence number (0 for events not merged).
         seq: u64,
+        /// The event.
         event: Box<Event>,
     },
 }
@@ -158,8 +178,9 @@ impl Held {
         }
     }
 
+    /// The event in its full form.
     #[inline]
-    fn into_event(self) -> Event {
+    pub fn into_event(self) -> Event {
         match self {
             Held::Alloc {
                 seq,
@@ -392,6 +413,27 @@ impl<R: Read> TraceReader<R> {
             for held in self.ready.drain(..take) {
                 out.push(held.into_event());
             }
+            n += take;
+        }
+        Ok(n)
+    }
+
+    /// [`Self::next_events`] in the reader's compact form ([`Held`]): the same events in
+    /// the same order, without building an [`Event`] for each allocation and free.
+    pub fn next_held(&mut self, out: &mut Vec<Held>, max: usize) -> Result<usize, ReadError> {
+        let mut n = 0;
+        while n < max {
+            if self.ready.is_empty() {
+                if self.done {
+                    break;
+                }
+                if !self.read_chunk()? {
+                    self.finish();
+                }
+                continue;
+            }
+            let take = (max - n).min(self.ready.len());
+            out.extend(self.ready.drain(..take));
             n += take;
         }
         Ok(n)
