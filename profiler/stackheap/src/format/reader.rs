@@ -420,23 +420,33 @@ impl<R: Read> TraceReader<R> {
 
     /// [`Self::next_events`] in the reader's compact form ([`Held`]): the same events in
     /// the same order, without building an [`Event`] for each allocation and free.
+    ///
+    /// Appends up to `max` events to `out` and returns how many, 0 only at the end of
+    /// the usable trace; unlike [`Self::next_events`] it may return fewer than `max`
+    /// before the end (what the last chunk released). When `out` is empty and every
+    /// released event fits, the reader's buffer and `out` trade places: no event is
+    /// moved.
     pub fn next_held(&mut self, out: &mut Vec<Held>, max: usize) -> Result<usize, ReadError> {
-        let mut n = 0;
-        while n < max {
-            if self.ready.is_empty() {
-                if self.done {
-                    break;
-                }
-                if !self.read_chunk()? {
-                    self.finish();
-                }
-                continue;
+        while self.ready.is_empty() {
+            if self.done {
+                return Ok(0);
             }
-            let take = (max - n).min(self.ready.len());
-            out.extend(self.ready.drain(..take));
-            n += take;
+            if !self.read_chunk()? {
+                self.finish();
+            }
         }
-        Ok(n)
+        let n = self.ready.len();
+        if out.is_empty() && n <= max {
+            let mut spare = std::mem::take(out);
+            spare.clear();
+            // A deque made from a vector starts at its front: turning it back into a
+            // vector moves nothing unless it wrapped around.
+            *out = std::mem::replace(&mut self.ready, VecDeque::from(spare)).into();
+            return Ok(n);
+        }
+        let take = n.min(max);
+        out.extend(self.ready.drain(..take));
+        Ok(take)
     }
 
     /// [`Self::next_events`] for a trace that is still being written (live attach):
