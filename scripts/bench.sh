@@ -382,7 +382,9 @@ for w in "${selected[@]}"; do
             fi
             runs=$(for t in ${times[$mode]}; do printf '%s ' "$(secs "$t")"; done)
             note=${notes[$mode]:-}
-            if [[ $mode == preload && -n ${ratio_of[preload]:-} && -n ${ratio_of[heaptrack]:-} ]]; then
+            if [[ $mode == preload && -n ${times[heaptrack]:-} ]] && is_small "$w" heaptrack; then
+                note="${note:+$note; }heaptrack ran at the smaller size: ratios not comparable"
+            elif [[ $mode == preload && -n ${ratio_of[preload]:-} && -n ${ratio_of[heaptrack]:-} ]]; then
                 vs=$(awk -v p="${ratio_of[preload]}" -v h="${ratio_of[heaptrack]}" 'BEGIN { printf "%.2f", p / h }')
                 note="${note:+$note; }$vs of heaptrack's ratio (target <= 0.5)"
             fi
