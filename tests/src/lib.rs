@@ -115,3 +115,32 @@ fn prune_scratch() {
         }
     }
 }
+
+/// Compile the C program `tests/c/NAME.c` into `out` with `extra` flags (no builtin
+/// malloc: gcc would elide the malloc/free pairs whose blocks are unused; frame pointers
+/// for the unwinder). Fails the test if `cc` does.
+pub fn compile_c(name: &str, out: &std::path::Path, extra: &[&str]) -> PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("c")
+        .join(format!("{name}.c"));
+    let o = std::process::Command::new("cc")
+        .args([
+            "-O1",
+            "-g",
+            "-fno-builtin",
+            "-fno-omit-frame-pointer",
+            "-pthread",
+        ])
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .arg(&src)
+        .output()
+        .expect("run cc");
+    assert!(
+        o.status.success(),
+        "cc {name}.c failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out.to_path_buf()
+}

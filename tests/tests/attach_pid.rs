@@ -8,7 +8,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use stackheap_tests::{bin, scratch};
+use stackheap_tests::{bin, compile_c, scratch};
 
 /// What the program does after the attach (see the comment at the top of attach.c).
 const ALLOCS: u64 = 14;
@@ -25,7 +25,6 @@ fn cc(dir: &Path) -> PathBuf {
 }
 
 fn cc_one(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("c/{name}.c"));
     let out = dir.join(if extra.contains(&"-shared") {
         format!("lib{name}.so")
     } else if extra.iter().any(|e| e.contains("now")) {
@@ -33,20 +32,7 @@ fn cc_one(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
     } else {
         name.to_string()
     });
-    let o = Command::new("cc")
-        .args(["-O1", "-g", "-fno-builtin", "-fno-omit-frame-pointer"])
-        .args(extra)
-        .arg("-o")
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .expect("run cc");
-    assert!(
-        o.status.success(),
-        "cc {name}.c failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
+    compile_c(name, &out, extra)
 }
 
 /// Lines of a pipe, read on a thread.

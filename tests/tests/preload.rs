@@ -8,35 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use stackheap_tests::{bin, scratch};
+use stackheap_tests::{bin, compile_c, scratch};
 
-/// Compile `tests/c/NAME.c` into `dir` (no builtin malloc: gcc would elide the
-/// malloc/free pairs whose blocks are unused).
+/// Compile `tests/c/NAME.c` into `dir/NAME`.
 fn cc(name: &str, dir: &Path, extra: &[&str]) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("c")
-        .join(format!("{name}.c"));
-    let out = dir.join(name);
-    let o = Command::new("cc")
-        .args([
-            "-O1",
-            "-g",
-            "-fno-builtin",
-            "-fno-omit-frame-pointer",
-            "-pthread",
-        ])
-        .args(extra)
-        .arg("-o")
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .expect("run cc");
-    assert!(
-        o.status.success(),
-        "cc {name}.c failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
+    compile_c(name, &dir.join(name), extra)
 }
 
 /// Run `cmd` to the end, failing the test if it takes longer than `limit` (a deadlock).

@@ -5,7 +5,6 @@
 //! running: detaching only closes the connection.
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -86,27 +85,6 @@ fn candidates(pid: u32) -> Vec<PathBuf> {
     out
 }
 
-/// The peer's pid and uid (`SO_PEERCRED`).
-fn peer(s: &UnixStream) -> Option<(i32, u32)> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are live locals of the sizes passed.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some((cred.pid, cred.uid))
-}
-
 impl Conn {
     /// Connect to the socket of `pid`; one clear error if it serves none.
     pub fn connect(pid: u32) -> Result<Conn> {
@@ -127,7 +105,7 @@ impl Conn {
             };
             // A socket of that name in a shared directory could be anyone's: talk only
             // to the process we were asked about.
-            match peer(&stream) {
+            match stackheap::control::peer_credentials(&stream) {
                 Some((p, _)) if p as u32 == pid => {}
                 Some((p, _)) => bail!(
                     "{} is served by process {p}, not {pid}; not attaching",
@@ -245,55 +223,53 @@ impl Snapshot {
     }
 }
 
-/// Ask the program to flush its trace, read it up to the complete length, and write
-/// the live heap now as `live.svg`, `live.folded` and `live.json` into `dir`.
-pub fn snapshot(conn: &mut Conn, dir: &Path) -> Result<Snapshot> {
-    let pid = conn.hello.pid;
-    if conn.hello.sample_rate == 0 {
-        bail!(
-            "process {pid} records counters only (STACKHEAP_SAMPLE=0): its trace has no call stacks for a live-heap flamegraph"
-        );
-    }
+/// The live heap at one moment, as both kinds of snapshot draw it.
+struct Picture {
+    trace: PathBuf,
+    complete: u64,
+    time_ns: u64,
+    live_bytes: u64,
+    live_blocks: u64,
+    sampled: bool,
+    /// Folded lines of the live heap (bytes).
+    lines: Vec<String>,
+    /// The largest live sites: short name, bytes, blocks, frames.
+    top: Vec<(String, u64, u64, Vec<String>)>,
+}
+
+/// Ask the program for a snapshot: the trace and how many of its bytes are complete.
+fn request_snapshot(conn: &mut Conn) -> Result<(PathBuf, u64)> {
     let reply = conn.request("snapshot")?;
     let s = &reply["snapshot"];
     let trace = PathBuf::from(s["trace"].as_str().unwrap_or_default());
     let complete = s["complete_bytes"]
         .as_u64()
         .ok_or_else(|| anyhow!("bad snapshot reply {reply}"))?;
-    let a = stackheap_report::follow::analyze_prefix(&trace, complete, &AnalyzeOptions::default())
-        .with_context(|| format!("reading the live trace {}", trace.display()))?;
-    let live = select::live_at(&a, "end").map_err(|e| anyhow!("{e}"))?;
-    let lines = select::folded(&a, &live);
+    Ok((trace, complete))
+}
+
+/// Write `live.svg`, `live.folded` and `live.json` of `p` into `dir`.
+fn write_picture(pid: u32, p: Picture, dir: &Path) -> Result<Snapshot> {
     let title = format!(
         "Live heap of process {pid} at {}, by call stack",
-        fmt_time(a.duration_ns)
+        fmt_time(p.time_ns)
     );
-    let svg = stackheap_report::render::oom::flame_svg(&a, &lines, &title)?;
+    let svg = stackheap_report::render::oom::flame_svg_lines(&p.lines, &title, "bytes", p.sampled)?;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create snapshot directory {}", dir.display()))?;
-    let folded: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let top_sites: Vec<&stackheap_report::Site> = a.leaks().into_iter().take(10).collect();
-    let top = top_sites.first().map(|s| {
-        let name = stackheap_report::follow::site_label(&s.frames);
-        let name = if name.is_empty() {
-            format!("[stack {}]", s.stack)
-        } else {
-            name
-        };
-        (name, s.leaked_bytes)
-    });
+    let folded: String = p.lines.iter().map(|l| format!("{l}\n")).collect();
     let summary = json!({
         "pid": pid,
-        "trace": trace,
-        "complete_bytes": complete,
-        "time_ns": a.duration_ns,
-        "live_bytes": a.heap.leaked_bytes,
-        "live_blocks": a.heap.leaked_blocks,
-        "sampled": a.sampled(),
-        "top": top_sites.iter().map(|s| json!({
-            "bytes": s.leaked_bytes,
-            "blocks": s.leaked_blocks,
-            "frames": s.frames.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
+        "trace": p.trace,
+        "complete_bytes": p.complete,
+        "time_ns": p.time_ns,
+        "live_bytes": p.live_bytes,
+        "live_blocks": p.live_blocks,
+        "sampled": p.sampled,
+        "top": p.top.iter().map(|(_, bytes, blocks, frames)| json!({
+            "bytes": bytes,
+            "blocks": blocks,
+            "frames": frames,
         })).collect::<Vec<_>>(),
     });
     let mut json_text = serde_json::to_string_pretty(&summary)?;
@@ -305,11 +281,55 @@ pub fn snapshot(conn: &mut Conn, dir: &Path) -> Result<Snapshot> {
     ];
     Ok(Snapshot {
         files,
+        live_bytes: p.live_bytes,
+        live_blocks: p.live_blocks,
+        time_ns: p.time_ns,
+        top: p
+            .top
+            .first()
+            .map(|(name, bytes, _, _)| (name.clone(), *bytes)),
+    })
+}
+
+/// Ask the program to flush its trace, read it up to the complete length, and write
+/// the live heap now as `live.svg`, `live.folded` and `live.json` into `dir`.
+pub fn snapshot(conn: &mut Conn, dir: &Path) -> Result<Snapshot> {
+    let pid = conn.hello.pid;
+    if conn.hello.sample_rate == 0 {
+        bail!(
+            "process {pid} records counters only (STACKHEAP_SAMPLE=0): its trace has no call stacks for a live-heap flamegraph"
+        );
+    }
+    let (trace, complete) = request_snapshot(conn)?;
+    let a = stackheap_report::follow::analyze_prefix(&trace, complete, &AnalyzeOptions::default())
+        .with_context(|| format!("reading the live trace {}", trace.display()))?;
+    let live = select::live_at(&a, "end").map_err(|e| anyhow!("{e}"))?;
+    let top = a
+        .leaks()
+        .into_iter()
+        .take(10)
+        .map(|s| {
+            let name = stackheap_report::follow::site_label(&s.frames);
+            let name = if name.is_empty() {
+                format!("[stack {}]", s.stack)
+            } else {
+                name
+            };
+            let frames = s.frames.iter().map(|f| f.name.clone()).collect();
+            (name, s.leaked_bytes, s.leaked_blocks, frames)
+        })
+        .collect();
+    let picture = Picture {
+        lines: select::folded(&a, &live),
+        trace,
+        complete,
+        time_ns: a.duration_ns,
         live_bytes: a.heap.leaked_bytes,
         live_blocks: a.heap.leaked_blocks,
-        time_ns: a.duration_ns,
+        sampled: a.sampled(),
         top,
-    })
+    };
+    write_picture(pid, picture, dir)
 }
 
 /// A snapshot from the live view's follower, which has already read the trace as it
@@ -318,64 +338,36 @@ pub fn snapshot(conn: &mut Conn, dir: &Path) -> Result<Snapshot> {
 /// program's last recorder round may still be held back by the reader's merge, so the
 /// picture is of the moment one round (about 10 ms) before the request.
 pub fn snapshot_followed(conn: &mut Conn, follow: &mut Follow, dir: &Path) -> Result<Snapshot> {
-    let pid = conn.hello.pid;
-    let reply = conn.request("snapshot")?;
-    let s = &reply["snapshot"];
-    let trace = PathBuf::from(s["trace"].as_str().unwrap_or_default());
-    let complete = s["complete_bytes"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("bad snapshot reply {reply}"))?;
+    let (trace, complete) = request_snapshot(conn)?;
     follow
         .poll(complete)
         .with_context(|| format!("reading the live trace {}", trace.display()))?;
-    let lines = follow.folded_live();
-    let title = format!(
-        "Live heap of process {pid} at {}, by call stack",
-        fmt_time(follow.time_ns())
-    );
-    let svg =
-        stackheap_report::render::oom::flame_svg_lines(&lines, &title, "bytes", follow.sampled())?;
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create snapshot directory {}", dir.display()))?;
-    let folded: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let (live_bytes, live_blocks) = follow.live();
-    let mut top_json = Vec::new();
-    let mut top = None;
-    for site in follow.top_live(10) {
-        let frames = follow.frames(site.stack);
-        if top.is_none() {
-            top = Some((follow.site_name(site.stack), site.bytes));
-        }
-        top_json.push(json!({
-            "bytes": site.bytes,
-            "blocks": site.blocks,
-            "frames": frames.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
-        }));
-    }
-    let summary = json!({
-        "pid": pid,
-        "trace": trace,
-        "complete_bytes": complete,
-        "time_ns": follow.time_ns(),
-        "live_bytes": live_bytes,
-        "live_blocks": live_blocks,
-        "sampled": follow.sampled(),
-        "top": top_json,
-    });
-    let mut json_text = serde_json::to_string_pretty(&summary)?;
-    json_text.push('\n');
-    let files = vec![
-        write_atomic(dir, "live.svg", &svg)?,
-        write_atomic(dir, "live.folded", folded.as_bytes())?,
-        write_atomic(dir, "live.json", json_text.as_bytes())?,
-    ];
-    Ok(Snapshot {
-        files,
+    let top = follow
+        .top_live(10)
+        .into_iter()
+        .map(|site| {
+            let frames = follow.frames(site.stack);
+            let frames = frames.iter().map(|f| f.name.clone()).collect();
+            (
+                follow.site_name(site.stack),
+                site.bytes,
+                site.blocks,
+                frames,
+            )
+        })
+        .collect();
+    let picture = Picture {
+        lines: follow.folded_live(),
+        trace,
+        complete,
+        time_ns: follow.time_ns(),
         live_bytes,
         live_blocks,
-        time_ns: follow.time_ns(),
+        sampled: follow.sampled(),
         top,
-    })
+    };
+    write_picture(conn.hello.pid, picture, dir)
 }
 
 /// `stackheap attach`.

@@ -46,7 +46,7 @@ pub struct RunArgs {
     pub pid: Option<u32>,
     /// With --pid: how to load the library into the process: gdb, our own ptrace
     /// injector, or auto (gdb, then ptrace).
-    #[arg(long, value_parser = ["auto", "gdb", "ptrace"], requires = "pid")]
+    #[arg(long, value_parser = ["auto", "gdb", "ptrace"])]
     pub inject: Option<String>,
     /// The program and its arguments.
     #[arg(
@@ -195,6 +195,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some(pid) = args.pid {
         return crate::attach_pid::run(pid, &args);
     }
+    // Checked here: clap's `requires = "pid"` is not enforced beside the trailing
+    // PROGRAM argument (`run --inject gdb -- ls` passed it).
     if args.inject.is_some() {
         bail!("--inject chooses how to attach to a running process: it needs --pid");
     }

@@ -328,7 +328,7 @@ impl Server {
             };
             // SAFETY: geteuid has no preconditions.
             let me = unsafe { libc::geteuid() };
-            match peer_uid(&c.stream) {
+            match peer_credentials(&c.stream).map(|(_, uid)| uid) {
                 Some(uid) if uid == me => {}
                 Some(uid) => {
                     let _ = c.stream.write_all(
@@ -470,8 +470,8 @@ impl Server {
     }
 }
 
-/// The peer's uid from `SO_PEERCRED`.
-fn peer_uid(s: &UnixStream) -> Option<u32> {
+/// The peer's pid and uid (`SO_PEERCRED`) of a connected Unix socket.
+pub fn peer_credentials(s: &UnixStream) -> Option<(i32, u32)> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -488,7 +488,7 @@ fn peer_uid(s: &UnixStream) -> Option<u32> {
             &mut len,
         )
     };
-    (rc == 0 && len as usize == std::mem::size_of::<libc::ucred>()).then_some(cred.uid)
+    (rc == 0 && len as usize == std::mem::size_of::<libc::ucred>()).then_some((cred.pid, cred.uid))
 }
 
 fn rss_bytes() -> u64 {

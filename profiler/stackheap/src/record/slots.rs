@@ -279,23 +279,16 @@ impl Slot {
     /// through a scratch buffer and [`Slot::write`]. Call between `begin` and `end`.
     #[inline(always)]
     pub fn record(&self, max: usize, f: impl FnOnce(&mut SliceWriter<'_>)) {
-        let head = self.head.load(Ordering::Relaxed);
-        let pos = (head % RING_SIZE as u64) as usize;
-        let ring = self.ring.load(Ordering::Relaxed);
-        if pos + max <= RING_SIZE
-            && head + max as u64 - self.tail.load(Ordering::Acquire) <= RING_SIZE as u64
-            && !ring.is_null()
-        {
-            // SAFETY: [pos, pos+max) lies inside this slot's ring and beyond `head`, so
-            // the recorder (which reads only below `head`) does not look at it; only
-            // the owner writes there.
-            let buf = unsafe { std::slice::from_raw_parts_mut(ring.add(pos), max) };
-            let mut w = SliceWriter::new(buf);
-            f(&mut w);
-            let n = w.len() as u64;
-            self.head.store(head + n, Ordering::Release);
-        } else {
-            self.record_slow(max, f);
+        match self.reserve(max) {
+            Some(at) => {
+                // SAFETY: `reserve` returned room for `max` bytes that only this thread
+                // writes and the recorder does not read until `commit`.
+                let buf = unsafe { std::slice::from_raw_parts_mut(at, max) };
+                let mut w = SliceWriter::new(buf);
+                f(&mut w);
+                self.commit(w.len());
+            }
+            None => self.record_slow(max, f),
         }
     }
 
